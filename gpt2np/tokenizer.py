@@ -1,0 +1,5 @@
+"""Byte-level BPE tokenizer (placeholder: the tokenizer issue writes this module)."""
+
+
+class Tokenizer:
+    pass
