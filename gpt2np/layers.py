@@ -40,6 +40,14 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """log softmax(x)_i = x_i - log Σ_j exp(x_j)   along ``axis``, computed as
+    ``(x - m) - log Σ_j exp(x_j - m)`` with ``m = max x`` so nothing overflows or underflows to -inf.
+    """
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
 def layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float = 1e-5) -> np.ndarray:
     """Layer normalisation over the last axis (Ba et al.):
 

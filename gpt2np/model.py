@@ -1,21 +1,559 @@
-"""GPT-2 model (placeholder: the forward-pass issue writes this module).
+"""GPT-2: its hyperparameters (``Config``), its weights (the params tree) and the model (``GPT2``).
 
-The block marked DOORS below is the only place where model.py reaches the
-``formats`` and ``hub`` rooms; keep it as it is when writing the rest.
+The forward pass is the composition of the formulas in :mod:`gpt2np.layers`::
+
+    x = wte[ids] + wpe[positions]                    # [B, T, d]
+    for each block:  x = block(x)                    # pre-LN attention and MLP, two residuals
+    logits = layer_norm(x, ln_f) @ wteᵀ              # [B, T, V], the output head is tied to wte
+
+``GPT2`` adds what a real user needs around it: shape checks with useful errors, left-padded
+batches (an attention mask), a preallocated KV cache for generation, ``trace`` (every intermediate
+by name), ``loss`` and greedy ``generate``.  The block marked DOORS is the only place where this
+module reaches the ``formats`` and ``hub`` rooms; it is kept exactly as the weights room expects.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
+import pathlib
 
+import numpy as np
+
+from .layers import (
+    MASKED,
+    attention_scores,
+    block,
+    causal_mask,
+    gelu,
+    layer_norm,
+    linear,
+    log_softmax,
+    merge_heads,
+    softmax,
+    split_heads,
+)
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# --------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
-    pass
+    """GPT-2's hyperparameters, under the names of OpenAI's ``hparams.json``.
+
+    n_vocab: vocabulary size V; n_ctx: longest sequence (number of position embeddings);
+    n_embd: model width d; n_head: attention heads H; n_layer: transformer blocks L.
+    """
+
+    n_vocab: int = 50257
+    n_ctx: int = 1024
+    n_embd: int = 768
+    n_head: int = 12
+    n_layer: int = 12
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"Config.{field.name} must be a positive integer, got {value!r}")
+            object.__setattr__(self, field.name, int(value))  # plain ints, also from np.int64
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"Config.n_embd={self.n_embd} must be divisible by n_head={self.n_head} "
+                "(each head gets n_embd / n_head features)"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        """dh = n_embd / n_head (64 for every GPT-2 size)."""
+        return self.n_embd // self.n_head
+
+    @classmethod
+    def preset(cls, name: str) -> "Config":
+        """The hyperparameters of one of OpenAI's sizes: "124M", "355M", "774M" or "1558M"."""
+        key = _PRESET_ALIASES.get(str(name).lower(), name)
+        if key not in PRESETS:
+            raise ValueError(f"unknown GPT-2 size {name!r}; expected one of {', '.join(PRESETS)}")
+        return PRESETS[key]
+
+    @classmethod
+    def from_hparams(cls, path) -> "Config":
+        """Read OpenAI's ``hparams.json`` (the file, or the folder that holds it)."""
+        path = pathlib.Path(path)
+        if path.is_dir():
+            path = path / "hparams.json"
+        try:
+            hparams = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such hparams file") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(hparams, dict):
+            raise ValueError(f"{path}: expected a JSON object, found {type(hparams).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in hparams]
+        unknown = [k for k in hparams if k not in names]
+        if missing or unknown:
+            raise ValueError(
+                f"{path}: expected the keys {names}; missing {missing}, unknown {unknown}"
+            )
+        return cls(**hparams)
+
+    def to_dict(self) -> dict:
+        """The five hparams as plain ints, in OpenAI's order (``Config(**d)`` rebuilds it)."""
+        return {f.name: int(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def num_params(self) -> int:
+        """Number of weights: V·d + C·d + L·(12d² + 13d) + 2d (the output head is tied to wte)."""
+        V, C, d, L = self.n_vocab, self.n_ctx, self.n_embd, self.n_layer
+        return V * d + C * d + L * (12 * d * d + 13 * d) + 2 * d
+
+
+PRESETS: dict[str, Config] = {
+    "124M": Config(n_embd=768, n_head=12, n_layer=12),
+    "355M": Config(n_embd=1024, n_head=16, n_layer=24),
+    "774M": Config(n_embd=1280, n_head=20, n_layer=36),
+    "1558M": Config(n_embd=1600, n_head=25, n_layer=48),
+}
+# Hugging Face's names for the same sizes (and OpenAI's early names 117M / 345M).
+_PRESET_ALIASES = {
+    "124m": "124M", "117m": "124M", "gpt2": "124M", "small": "124M",
+    "355m": "355M", "345m": "355M", "gpt2-medium": "355M", "medium": "355M",
+    "774m": "774M", "gpt2-large": "774M", "large": "774M",
+    "1558m": "1558M", "1.5b": "1558M", "gpt2-xl": "1558M", "xl": "1558M",
+}
+
+
+def param_shapes(config: Config) -> dict:
+    """The params tree of ``config`` with a shape tuple in place of each array (design.md)."""
+    V, C, d = config.n_vocab, config.n_ctx, config.n_embd
+
+    def ln():
+        return {"g": (d,), "b": (d,)}
+
+    def lin(n_in, n_out):
+        return {"w": (n_in, n_out), "b": (n_out,)}
+
+    blk = {
+        "ln_1": ln(),
+        "attn": {"c_attn": lin(d, 3 * d), "c_proj": lin(d, d)},
+        "ln_2": ln(),
+        "mlp": {"c_fc": lin(d, 4 * d), "c_proj": lin(4 * d, d)},
+    }
+    return {"wte": (V, d), "wpe": (C, d), "blocks": [blk] * config.n_layer, "ln_f": ln()}
+
+
+def _map_tree(fn, tree):
+    """Apply ``fn`` to every array of a params tree, keeping its structure."""
+    if isinstance(tree, dict):
+        return {k: _map_tree(fn, v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_map_tree(fn, v) for v in tree]
+    return fn(tree)
+
+
+def _leaves(tree, path=""):
+    """(path, array) for every array, paths written like ``blocks[3].attn.c_attn.w``."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _leaves(v, f"{path}.{k}" if path else k)
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            yield from _leaves(v, f"{path}[{i}]")
+    else:
+        yield path, tree
+
+
+def _check_params(config: Config, params) -> np.dtype:
+    """Check ``params`` against ``config``; raise ValueError naming the first wrong tensor.
+
+    Returns the dtype shared by all tensors (float32 or float64).
+    """
+    first = {}  # the first tensor's path and dtype, to name both in a mixed-dtype error
+
+    def walk(expected, found, path):
+        where = path or "params"
+        if isinstance(expected, dict):
+            if not isinstance(found, dict):
+                raise ValueError(f"{where}: expected a dict with keys {list(expected)}, found {type(found).__name__}")
+            for key, sub in expected.items():
+                sub_path = f"{path}.{key}" if path else key
+                if key not in found:
+                    what = f"shape {sub}" if isinstance(sub, tuple) else "a subtree"
+                    raise ValueError(f"{sub_path}: missing (expected {what})")
+                walk(sub, found[key], sub_path)
+            unknown = [k for k in found if k not in expected]
+            if unknown:
+                raise ValueError(f"{where}: unexpected entries {unknown}; expected only {list(expected)}")
+        elif isinstance(expected, list):
+            if not isinstance(found, (list, tuple)):
+                raise ValueError(f"{where}: expected a list of {len(expected)} blocks, found {type(found).__name__}")
+            if len(found) != len(expected):
+                raise ValueError(f"{where}: expected {len(expected)} blocks (n_layer), found {len(found)}")
+            for i, (sub, blk) in enumerate(zip(expected, found)):
+                walk(sub, blk, f"{path}[{i}]")
+        else:
+            if not isinstance(found, np.ndarray):
+                raise ValueError(f"{where}: expected a NumPy array of shape {expected}, found {type(found).__name__}")
+            if found.dtype not in _FLOAT_DTYPES:
+                raise ValueError(f"{where}: dtype {found.dtype} is not supported; expected float32 or float64")
+            if not first:
+                first.update(path=where, dtype=found.dtype)
+            elif found.dtype != first["dtype"]:
+                raise ValueError(
+                    f"{where}: dtype {found.dtype} differs from {first['path']}'s {first['dtype']}; "
+                    "all tensors must share one dtype (convert them with astype)"
+                )
+            if found.shape != expected:
+                raise ValueError(f"{where}: expected {expected}, found {found.shape}")
+
+    walk(param_shapes(config), params, "")
+    return first["dtype"]
+
+
+# --------------------------------------------------------------------------------------------
+# KV cache
+# --------------------------------------------------------------------------------------------
 
 
 class KVCache:
-    pass
+    """Keys and values of the tokens seen so far, so each new token runs through the model alone.
+
+    Preallocated once for ``max_len`` positions and filled in place (never re-concatenated):
+
+    - ``keys``, ``values``: ``[n_layer, B, H, max_len, dh]``; layer i's are ``keys[i]``
+    - ``mask``: ``[B, max_len]`` bool, True where a real token (not padding) is stored
+    - ``next_position``: ``[B]``, the position id the next real token of each row gets
+    - ``length``: how many positions are filled (the same for every row; padding included)
+
+    Make one with :meth:`GPT2.new_cache`; pass it to every call of the model.
+    """
+
+    def __init__(self, config: Config, batch_size: int = 1, max_len: int | None = None, dtype=np.float32):
+        max_len = config.n_ctx if max_len is None else int(max_len)
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not 1 <= max_len <= config.n_ctx:
+            raise ValueError(f"max_len must be between 1 and n_ctx={config.n_ctx}, got {max_len}")
+        shape = (config.n_layer, int(batch_size), config.n_head, max_len, config.head_dim)
+        self.keys = np.zeros(shape, dtype=dtype)
+        self.values = np.zeros(shape, dtype=dtype)
+        self.mask = np.zeros((int(batch_size), max_len), dtype=bool)
+        self.next_position = np.zeros(int(batch_size), dtype=np.int64)
+        self.length = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.keys.shape[1]
+
+    @property
+    def max_len(self) -> int:
+        return self.keys.shape[3]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.keys.dtype
+
+    def reset(self) -> None:
+        """Forget every stored token (the arrays are reused)."""
+        self.mask[:] = False
+        self.next_position[:] = 0
+        self.length = 0
+
+    def _append(self, layer: int, k: np.ndarray, v: np.ndarray):
+        """Write this call's keys/values ``[B, H, T, dh]`` after the stored ones and return
+        all of them, ``[B, H, length + T, dh]`` (views into the preallocated arrays)."""
+        end = self.length + k.shape[-2]
+        self.keys[layer, :, :, self.length:end] = k
+        self.values[layer, :, :, self.length:end] = v
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+    def __repr__(self) -> str:
+        return (f"KVCache(batch_size={self.batch_size}, length={self.length}, max_len={self.max_len}, "
+                f"dtype={self.dtype})")
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
 
 
 class GPT2:
+    """GPT-2 in NumPy: ``GPT2(config, params)`` with the params tree of design.md.
+
+    The computation runs in the params' dtype (float32, or float64 after ``astype(np.float64)``).
+    """
+
+    def __init__(self, config: Config, params: dict):
+        if not isinstance(config, Config):
+            raise TypeError(f"config must be a gpt2np.Config, found {type(config).__name__}")
+        self.dtype = _check_params(config, params)
+        self.config = config
+        self.params = params
+
+    # ---- construction helpers ----------------------------------------------------------------
+
+    @classmethod
+    def random(cls, config: "Config | str" = "124M", seed: int = 0, dtype=np.float32) -> "GPT2":
+        """A model with deterministic random weights, initialised as GPT-2 was trained from:
+
+        weights ~ N(0, 0.02²), the residual projections (``c_proj``) ~ N(0, (0.02/√(2L))²),
+        biases 0, layer norms g = 1, b = 0.  The same seed gives the same weights in any dtype
+        (they are drawn in float64 and then rounded).
+        """
+        config = Config.preset(config) if isinstance(config, str) else config
+        dtype = np.dtype(dtype)
+        if dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        rng = np.random.default_rng(seed)
+        proj_std = 0.02 / (2 * config.n_layer) ** 0.5
+
+        def init(path, shape):
+            name = path.rsplit(".", 1)[-1]
+            if path.startswith("ln") or ".ln_" in path:
+                return (np.ones if name == "g" else np.zeros)(shape, dtype=dtype)
+            if name == "b":
+                return np.zeros(shape, dtype=dtype)
+            std = proj_std if path.endswith("c_proj.w") else 0.02
+            return (rng.standard_normal(shape) * std).astype(dtype)
+
+        shapes = param_shapes(config)
+        params = {
+            "wte": init("wte", shapes["wte"]),
+            "wpe": init("wpe", shapes["wpe"]),
+            "blocks": [
+                _map_paths(init, shapes["blocks"][i], f"blocks[{i}]") for i in range(config.n_layer)
+            ],
+            "ln_f": _map_paths(init, shapes["ln_f"], "ln_f"),
+        }
+        return cls(config, params)
+
+    def astype(self, dtype) -> "GPT2":
+        """The same model computing in ``dtype`` (float32 or float64); arrays already in that dtype are shared."""
+        dtype = np.dtype(dtype)
+        if dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        return GPT2(self.config, _map_tree(lambda a: a.astype(dtype, copy=False), self.params))
+
+    def num_params(self) -> int:
+        """Number of weights in the params tree (124,439,808 for 124M)."""
+        return sum(a.size for _, a in _leaves(self.params))
+
+    def new_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
+        """An empty KV cache for ``batch_size`` rows and up to ``max_len`` positions (default n_ctx)."""
+        return KVCache(self.config, batch_size, max_len, dtype=self.dtype)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"GPT2(n_layer={c.n_layer}, n_embd={c.n_embd}, n_head={c.n_head}, n_ctx={c.n_ctx}, "
+                f"n_vocab={c.n_vocab}, dtype={self.dtype}, params={self.num_params():,})")
+
+    # ---- the forward pass --------------------------------------------------------------------
+
+    def __call__(self, ids, attention_mask=None, cache: KVCache | None = None, last_only: bool = False):
+        """Logits of the next token after each position.
+
+        ids ``[T]`` -> ``[T, V]``, or ids ``[B, T]`` -> ``[B, T, V]``; with ``last_only`` only the
+        final position's logits, ``ids.shape[:-1] + (V,)``.
+
+        attention_mask ``[B, T]`` (or ``[T]``): 1 = token, 0 = padding (pad on the left).  Each
+        token's position id is the number of real tokens before it in its row, and padded
+        tokens are hidden from every query, so each real row gives what it would alone.
+
+        cache: a :class:`KVCache`.  The tokens are appended after those already stored; their
+        positions and visibility continue from the stored ones.  Only these tokens are computed.
+        """
+        ids, single = self._check_ids(ids)
+        B, T = ids.shape
+        real = self._check_mask(attention_mask, ids.shape)  # [B, T] bool
+        past = 0 if cache is None else cache.length
+        self._check_length(past, T, cache, B)
+        p = self.params
+
+        start = np.zeros(B, np.int64) if cache is None else cache.next_position
+        positions = np.maximum(start[:, None] + np.cumsum(real, axis=1) - 1, 0)  # [B, T]
+        if cache is not None:
+            cache.mask[:, past:past + T] = real
+            cache.next_position = start + real.sum(axis=1)
+            real = cache.mask[:, :past + T]  # [B, S]: which keys are real tokens
+        mask = self._attention_mask(real, T)  # [B, 1, T, S] or [T, S] or None
+
+        x = p["wte"][ids] + p["wpe"][positions]  # [B, T, d]
+        for i, blk in enumerate(p["blocks"]):
+            kv_store = None if cache is None else functools.partial(cache._append, i)
+            x = block(x, blk, self.config.n_head, mask, kv_store)  # [B, T, d]
+        if cache is not None:
+            cache.length = past + T
+
+        if last_only:
+            x = x[:, -1]  # [B, d]: the head (the largest matmul) only where it is needed
+        logits = layer_norm(x, **p["ln_f"]) @ p["wte"].T  # [B, (T,) V]; tied to the embedding
+        return logits[0] if single else logits
+
+    def _attention_mask(self, real: np.ndarray, T: int):
+        """Additive mask for T queries over the S = real.shape[1] keys: causal, and padded keys
+        hidden.  None when nothing needs hiding (one new token, no padding)."""
+        S = real.shape[1]
+        if real.all():
+            return None if T == 1 else causal_mask(T, S, self.dtype)  # [T, S] for every row/head
+        visible = np.tri(T, S, k=S - T, dtype=bool) & real[:, None, :]  # [B, T, S]
+        return np.where(visible, 0.0, MASKED).astype(self.dtype)[:, None]  # [B, 1, T, S]
+
+    # ---- input checks ------------------------------------------------------------------------
+
+    def _check_ids(self, ids):
+        """ids as an int64 ``[B, T]`` array, and whether a single ``[T]`` sequence was given."""
+        arr = np.asarray(ids)
+        if arr.size == 0:
+            raise ValueError(f"ids is empty (shape {arr.shape}); expected at least one token id")
+        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"ids must be integer token ids, found dtype {arr.dtype}")
+        if arr.ndim not in (1, 2):
+            raise ValueError(f"ids must have shape [T] or [B, T], found shape {arr.shape}")
+        lo, hi = arr.min(), arr.max()
+        if lo < 0 or hi >= self.config.n_vocab:
+            bad = int(lo if lo < 0 else hi)
+            raise ValueError(
+                f"token id {bad} is out of range: the vocabulary has n_vocab={self.config.n_vocab} "
+                f"ids (0..{self.config.n_vocab - 1})"
+            )
+        single = arr.ndim == 1
+        return arr.astype(np.int64, copy=False).reshape(1, -1) if single else arr.astype(np.int64, copy=False), single
+
+    def _check_mask(self, attention_mask, shape):
+        """attention_mask as a bool ``[B, T]`` array (all True when None)."""
+        if attention_mask is None:
+            return np.ones(shape, dtype=bool)
+        m = np.asarray(attention_mask)
+        if m.shape != shape and not (shape[0] == 1 and m.shape == shape[1:]):
+            want = f"{shape}" if shape[0] > 1 else f"{shape} or {shape[1:]}"
+            raise ValueError(f"attention_mask has shape {m.shape}; expected {want}, the shape of ids")
+        if not np.isin(m, (0, 1)).all():
+            raise ValueError("attention_mask must contain only 0 (padding) and 1 (token)")
+        return m.astype(bool).reshape(shape)
+
+    def _check_length(self, past: int, T: int, cache, B: int) -> None:
+        n_ctx = self.config.n_ctx
+        if past + T > n_ctx:
+            what = f"{past} cached + {T} new = {past + T}" if past else f"{T}"
+            raise ValueError(f"sequence too long: {what} tokens, but n_ctx={n_ctx} is the longest GPT-2 can read")
+        if cache is None:
+            return
+        if not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a KVCache (from model.new_cache), found {type(cache).__name__}")
+        c = self.config
+        if cache.keys.shape[0::2] != (c.n_layer, c.n_head, c.head_dim):
+            raise ValueError("cache was made for a model of another shape; use model.new_cache()")
+        if cache.batch_size != B:
+            raise ValueError(f"cache holds {cache.batch_size} rows but ids has {B}")
+        if cache.dtype != self.dtype:
+            raise ValueError(f"cache dtype {cache.dtype} differs from the model's {self.dtype}; use model.new_cache()")
+        if past + T > cache.max_len:
+            raise ValueError(
+                f"cache full: {past} cached + {T} new = {past + T} tokens, but max_len={cache.max_len}"
+            )
+
+    # ---- trace, loss, generate ---------------------------------------------------------------
+
+    def trace(self, ids) -> dict:
+        """Every intermediate of the forward pass of one sequence, by name (design.md):
+
+        ``embed`` [T, d]; for block i: ``h{i}.ln_1`` [T, d], ``h{i}.attn.q|k|v`` [H, T, dh],
+        ``h{i}.attn.scores`` [H, T, T] (scaled and masked, before softmax), ``h{i}.attn.probs``
+        [H, T, T], ``h{i}.attn.out`` [T, d] (after c_proj), ``h{i}.resid`` [T, d] (x after the
+        attention residual), ``h{i}.ln_2`` [T, d], ``h{i}.mlp.fc`` [T, 4d] (before GELU),
+        ``h{i}.mlp.gelu`` [T, 4d], ``h{i}.mlp.out`` [T, d], ``h{i}.out`` [T, d]; then ``ln_f``
+        [T, d] and ``logits`` [T, V].
+
+        The same formulas as the forward pass, unrolled so that each step can be recorded.
+        """
+        ids, _ = self._check_ids(ids)
+        if ids.shape[0] != 1:
+            raise ValueError(f"trace takes one sequence ([T] or [1, T]), found shape {ids.shape}")
+        ids = ids[0]
+        T = ids.shape[0]
+        self._check_length(0, T, None, 1)
+        p, H = self.params, self.config.n_head
+        mask = causal_mask(T, T, self.dtype)  # [T, T]
+        t = {}
+        x = t["embed"] = p["wte"][ids] + p["wpe"][np.arange(T)]  # [T, d]
+        for i, blk in enumerate(p["blocks"]):
+            a = t[f"h{i}.ln_1"] = layer_norm(x, **blk["ln_1"])
+            qkv = np.split(linear(a, **blk["attn"]["c_attn"]), 3, axis=-1)  # 3 × [T, d]
+            q, k, v = (split_heads(z, H) for z in qkv)  # 3 × [H, T, dh]
+            t[f"h{i}.attn.q"], t[f"h{i}.attn.k"], t[f"h{i}.attn.v"] = q, k, v
+            s = t[f"h{i}.attn.scores"] = attention_scores(q, k, mask)  # [H, T, T]
+            w = t[f"h{i}.attn.probs"] = softmax(s)
+            o = t[f"h{i}.attn.out"] = linear(merge_heads(w @ v), **blk["attn"]["c_proj"])  # [T, d]
+            x = t[f"h{i}.resid"] = x + o
+            m = t[f"h{i}.ln_2"] = layer_norm(x, **blk["ln_2"])
+            f = t[f"h{i}.mlp.fc"] = linear(m, **blk["mlp"]["c_fc"])  # [T, 4d]
+            g = t[f"h{i}.mlp.gelu"] = gelu(f)
+            y = t[f"h{i}.mlp.out"] = linear(g, **blk["mlp"]["c_proj"])  # [T, d]
+            x = t[f"h{i}.out"] = x + y
+        h = t["ln_f"] = layer_norm(x, **p["ln_f"])
+        t["logits"] = h @ p["wte"].T  # [T, V]
+        # contiguous copies, so a trace owns its arrays and q/k/v are not views of one buffer
+        return {name: np.ascontiguousarray(value) for name, value in t.items()}
+
+    def loss(self, ids) -> float:
+        """Mean next-token cross-entropy in nats: -1/(N) Σ_t log p(ids[t+1] | ids[..t]).
+
+        ids ``[T]`` or ``[B, T]`` with T >= 2 (the average runs over all B·(T-1) predictions);
+        the same number as Hugging Face's ``GPT2LMHeadModel(ids, labels=ids).loss``.
+        """
+        ids, _ = self._check_ids(ids)
+        if ids.shape[1] < 2:
+            raise ValueError(f"loss needs at least 2 tokens per sequence (one to predict), found {ids.shape[1]}")
+        logp = log_softmax(self(ids)[:, :-1])  # [B, T-1, V]
+        targets = ids[:, 1:, None]  # [B, T-1, 1]
+        return float(-np.take_along_axis(logp, targets, axis=-1).mean())
+
+    def generate(self, ids, max_new_tokens: int, temperature: float = 0.0, top_k=None, top_p=None,
+                 repetition_penalty=None, seed=None, stop_ids=None):
+        """Continue ``ids`` by up to ``max_new_tokens`` tokens and return the new ids only.
+
+        ids ``[T]`` -> ``[N]``; ids ``[B, T]`` (no padding) -> ``[B, N]``.  Greedy decoding
+        (temperature 0: always the most likely token) on the KV cache.  ``stop_ids``: stop once
+        every row has produced one of these ids (it is included; finished rows repeat it).
+        """
+        if temperature or top_p is not None or repetition_penalty is not None or top_k not in (None, 1):
+            raise NotImplementedError("sampling (temperature > 0, top_k, top_p, repetition_penalty) "
+                                      "is not available yet; only greedy decoding (temperature=0)")
+        return self._generate_greedy(ids, max_new_tokens, stop_ids)
+
+    def _generate_greedy(self, ids, max_new_tokens, stop_ids=None):
+        ids, single = self._check_ids(ids)
+        B, T = ids.shape
+        n = int(max_new_tokens)
+        if n < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if T + n > self.config.n_ctx:
+            raise ValueError(f"prompt of {T} tokens + max_new_tokens={n} = {T + n} is more than n_ctx={self.config.n_ctx}")
+        stop = np.array(sorted(stop_ids or ()), dtype=np.int64)
+        out = np.zeros((B, n), dtype=np.int64)
+        done = np.zeros(B, dtype=bool)
+        if n:
+            cache = self.new_cache(B, T + n - 1 if n > 1 else T)
+            logits = self(ids, cache=cache, last_only=True)  # [B, V]
+        for step in range(n):
+            nxt = np.argmax(logits, axis=-1)  # [B]
+            nxt = np.where(done, out[:, step - 1] if step else nxt, nxt)
+            out[:, step] = nxt
+            done |= np.isin(nxt, stop)
+            if done.all():
+                out = out[:, :step + 1]
+                break
+            if step + 1 < n:
+                logits = self(nxt[:, None], cache=cache, last_only=True)
+        return out[0] if single else out
+
     # ---- DOORS into formats/ and hub (thin constructors; keep as they are) ----
     @classmethod
     def from_tf_checkpoint(cls, folder, verify: bool = True) -> "GPT2":
@@ -55,3 +593,9 @@ class GPT2:
 
         return cls.load(pretrained_npz(size, **kwargs))
     # ---- end of DOORS ----
+
+def _map_paths(fn, shapes, path):
+    """Build a subtree of arrays ``fn(path, shape)`` from a subtree of shapes."""
+    if isinstance(shapes, dict):
+        return {k: _map_paths(fn, v, f"{path}.{k}") for k, v in shapes.items()}
+    return fn(path, shapes)
