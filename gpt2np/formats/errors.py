@@ -1,0 +1,9 @@
+"""The one exception type of the formats room."""
+
+
+class WeightsError(ValueError):
+    """A weight file is malformed, corrupt, or does not match the expected model.
+
+    The message names the file/tensor and says what was expected, in one line,
+    so that the CLI can print it as it is.
+    """
