@@ -1,0 +1,169 @@
+"""Logits processors and token drawing, against transformers' processors (fixture) and by properties."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from gpt2np.sampling import (
+    apply_repetition_penalty,
+    apply_temperature,
+    apply_top_k,
+    apply_top_p,
+    make_rng,
+    next_token_probs,
+    sample,
+)
+
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def processors():
+    fixtures_dir = FIXTURES
+    data = np.load(fixtures_dir / "sampling_processors.npz")
+    meta = json.loads((fixtures_dir / "sampling_processors.json").read_text())
+    ends = np.cumsum(data["previous_lengths"])
+    flat = data["previous_ids"].tolist()
+    previous = [flat[e - n:e] for e, n in zip(ends, data["previous_lengths"])]
+    return data["logits"], previous, data["probs"], meta["settings"]
+
+
+def test_fixture_records_its_maker(fixtures_dir):
+    meta = json.loads((fixtures_dir / "sampling_processors.json").read_text())
+    assert meta["made_by"] == "scripts/make_sampling_fixture.py"
+    assert "transformers" in meta["versions"] and "torch" in meta["versions"]
+
+
+def test_next_token_probs_match_transformers(processors):
+    logits, previous, expected, settings = processors
+    worst = (0.0, None)
+    for setting, want in zip(settings, expected):
+        got = next_token_probs(logits, previous_ids=previous, **setting)  # [B, V] at once
+        assert got.dtype == np.float32 and got.shape == want.shape
+        for b in range(len(logits)):
+            assert_same_kept_tokens(logits[b], got[b], want[b], f"row {b}, {setting}")
+        # the same probabilities (float32 rounding only), up to the order of tied tokens
+        diff = float(np.max(np.abs(np.sort(got, axis=-1) - np.sort(want, axis=-1))))
+        if diff > worst[0]:
+            worst = (diff, setting)
+    assert worst[0] < 2e-6, f"largest difference {worst[0]:.3g} at {worst[1]}"
+
+
+def assert_same_kept_tokens(logits, got, want, where):
+    """The same tokens survive, except where transformers' choice among tied logits at the
+    top-p boundary is an accident of torch's unstable sort: there we keep the lower ids."""
+    differ = (got > 0) != (want > 0)
+    if not differ.any():
+        return
+    assert (got > 0).sum() == (want > 0).sum(), f"{where}: kept {(got > 0).sum()} tokens, transformers {(want > 0).sum()}"
+    tied = logits[differ]
+    assert np.all(tied == tied[0]), f"{where}: kept tokens differ beyond a tie: {np.flatnonzero(differ)}"
+    ours, theirs = np.flatnonzero(differ & (got > 0)), np.flatnonzero(differ & (want > 0))
+    assert ours.max() < theirs.min() or ours.size == 0, f"{where}: ties should keep the lower ids"
+
+
+def test_tie_cases_are_in_the_fixture(processors):
+    """The fixture does exercise ties at the top-p boundary (rows 3 and 4)."""
+    logits, previous, expected, settings = processors
+    i = settings.index({"temperature": 1.0, "top_k": None, "top_p": 0.5, "repetition_penalty": None})
+    assert (expected[i][4] > 0).sum() == 2  # 4 tokens tied at probability 1/4: 2 of them kept
+    got = next_token_probs(logits[4], top_p=0.5)
+    assert np.flatnonzero(got).tolist() == sorted(np.flatnonzero(logits[4] == 0))[:2]
+
+
+def test_each_row_alone_equals_the_batch(processors):
+    logits, previous, expected, settings = processors
+    for setting in settings[::7]:
+        whole = next_token_probs(logits, previous_ids=previous, **setting)
+        for b in range(len(logits)):
+            got = next_token_probs(logits[b], previous_ids=previous[b], **setting)  # [V]
+            np.testing.assert_array_equal(got, whole[b], err_msg=f"row {b}, {setting}")
+
+
+def test_float64_stays_float64_and_float32_stays_float32():
+    z = np.random.default_rng(0).normal(size=(3, 10))
+    for dtype in (np.float32, np.float64):
+        p = next_token_probs(z.astype(dtype), temperature=0.7, top_k=5, top_p=0.9, repetition_penalty=1.2,
+                             previous_ids=[[1], [2, 2], []])
+        assert p.dtype == dtype
+
+
+def test_repetition_penalty_by_hand():
+    z = np.array([2.0, -2.0, 1.0, -1.0, 0.5], dtype=np.float32)
+    out = apply_repetition_penalty(z, [0, 1, 1, 1], 2.0)
+    np.testing.assert_array_equal(out, np.array([1.0, -4.0, 1.0, -1.0, 0.5], dtype=np.float32))
+    assert z[0] == 2.0  # the input is not changed in place
+
+
+def test_top_k_keeps_ties_and_top_p_keeps_the_best():
+    z = np.array([1.0, 3.0, 3.0, 2.0, 3.0])
+    assert np.isfinite(apply_top_k(z, 2)).tolist() == [False, True, True, False, True]
+    assert np.isfinite(apply_top_k(z, 100)).all()
+    assert np.isfinite(apply_top_p(np.array([0.0, 10.0, 0.0]), 1e-9)).tolist() == [False, True, False]
+    np.testing.assert_array_equal(apply_temperature(z, 2.0), z / 2)
+
+
+def test_greedy_is_one_hot_at_first_argmax():
+    z = np.array([[0.0, 5.0, 5.0, 1.0], [9.0, 0.0, 0.0, 0.0]], dtype=np.float32)
+    p = next_token_probs(z, temperature=0)
+    np.testing.assert_array_equal(p, [[0, 1, 0, 0], [1, 0, 0, 0]])
+    # the penalty acts before the argmax
+    p = next_token_probs(np.array([9.0, 0.5, 0.0]), temperature=0, repetition_penalty=100.0, previous_ids=[0])
+    assert p.argmax() == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"temperature": -0.1}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"top_k": 0}, "top_k"),
+        ({"top_k": 2.5}, "top_k"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"repetition_penalty": 0.0, "previous_ids": [1]}, "repetition_penalty"),
+        ({"repetition_penalty": 1.2}, "previous_ids"),
+        ({"repetition_penalty": 1.2, "previous_ids": [99]}, "vocabulary"),
+    ],
+)
+def test_bad_arguments_say_what_is_wrong(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        next_token_probs(np.zeros(5, dtype=np.float32), **kwargs)
+
+
+def test_bad_logits_shape():
+    with pytest.raises(ValueError, match="shape"):
+        next_token_probs(np.zeros((2, 3, 4)))
+
+
+def test_sampled_frequencies_match_the_distribution():
+    """Chi-square goodness of fit: 20000 draws, fixed seed; the bound is the 99.99% quantile."""
+    rng = np.random.default_rng(11)
+    z = rng.normal(0, 1.5, 12).astype(np.float32)
+    probs = next_token_probs(z, temperature=0.9, top_k=8, top_p=0.95)
+    draws = make_rng(123)
+    n = 20000
+    counts = np.bincount([sample(probs, draws) for _ in range(n)], minlength=len(z))
+    kept = probs > 0
+    assert counts[~kept].sum() == 0, "a filtered-out token was drawn"
+    expected = n * probs[kept].astype(np.float64)
+    chi2 = float(np.sum((counts[kept] - expected) ** 2 / expected))
+    dof = int(kept.sum()) - 1
+    # 99.99% quantile of chi-square for dof <= 7 is below 30
+    assert dof >= 3 and chi2 < 30, f"chi2 = {chi2:.1f} with {dof} degrees of freedom"
+
+
+def test_seeds_reproduce():
+    probs = next_token_probs(np.random.default_rng(3).normal(size=50))
+    a = [sample(probs, make_rng(42)) for _ in range(1)] + [sample(probs, g) for g in [make_rng(42)] for _ in range(20)]
+    b = [sample(probs, make_rng(42)) for _ in range(1)] + [sample(probs, g) for g in [make_rng(42)] for _ in range(20)]
+    c = [sample(probs, g) for g in [make_rng(43)] for _ in range(20)]
+    assert a == b and a[1:] != c
+    g = np.random.default_rng(5)
+    assert make_rng(g) is g
+    with pytest.raises(ValueError, match="seed"):
+        make_rng("abc")
