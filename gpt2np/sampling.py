@@ -625,12 +625,14 @@ def sliding_windows(n: int, max_length: int, stride: int) -> list[tuple[int, int
     return windows
 
 
-def perplexity(model, ids, max_length: int | None = None, stride: int = 512, guide_weighting: bool = False) -> Perplexity:
+def perplexity(
+    model, ids, max_length: int | None = None, stride: int | None = None, guide_weighting: bool = False
+) -> Perplexity:
     """Perplexity of a long token sequence with a sliding window, as transformers' guide
     ("Perplexity of fixed-length models") computes it.
 
     Windows of ``max_length`` tokens (default ``n_ctx``) start every ``stride`` tokens
-    (``sliding_windows``); each scores only its new tokens, given everything before them in
+    (``sliding_windows``; default stride ``min(512, max_length)``, the guide's); each scores only its new tokens, given everything before them in
     the window as context.  Token ``t`` is scored as ``-log p(x_t | context)``.  As in the
     guide, the first token of each window is never a prediction (there is nothing before it
     to predict it from): the text's first token is never scored, and when ``stride >=
@@ -648,6 +650,7 @@ def perplexity(model, ids, max_length: int | None = None, stride: int = 512, gui
     max_length = n_ctx if max_length is None else max_length
     if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or not 2 <= max_length <= n_ctx:
         raise ValueError(f"max_length must be an integer in [2, n_ctx = {n_ctx}], got {max_length!r}")
+    stride = min(512, max_length) if stride is None else stride
     if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= max_length:
         raise ValueError(f"stride must be an integer in [1, max_length = {max_length}], got {stride!r}")
     (ids,), _ = _as_batch([list(np.asarray(ids).reshape(-1).tolist())], model.config.n_vocab)
@@ -666,8 +669,8 @@ def perplexity(model, ids, max_length: int | None = None, stride: int = 512, gui
         n_scored += scored.size
         guide_sum += scored.mean() * (n_target - 1)
         guide_count += n_target - 1
-    if guide_weighting:
-        mean = guide_sum / guide_count
+    if guide_weighting:  # the guide's count and mean
+        n_scored, mean = guide_count, guide_sum / guide_count
     else:
         mean = nll_sum / n_scored
     return Perplexity(n_tokens=n_scored, nll=float(mean), ppl=float(math.exp(mean)))

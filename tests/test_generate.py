@@ -1,0 +1,201 @@
+"""The generation loop: transformers' greedy output, ragged batches, seeds, stop ids, n_ctx, scoring."""
+
+import json
+import math
+import pathlib
+
+import numpy as np
+import pytest
+
+from gpt2np import GPT2, Config
+from gpt2np.sampling import generate_ids, iter_ids, perplexity, sliding_windows
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+
+
+def tree_from_flat(arrays: dict, prefix: str = "params/") -> dict:
+    """{'params/blocks/0/ln_1/g': a, ...} -> the nested params tree (blocks as a list)."""
+    tree: dict = {}
+    for key, value in arrays.items():
+        if not key.startswith(prefix):
+            continue
+        parts = key[len(prefix):].split("/")
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    tree["blocks"] = [tree["blocks"][str(i)] for i in range(len(tree["blocks"]))]
+    return tree
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    data = dict(np.load(FIXTURES / "sampling_tiny_model.npz"))
+    meta = json.loads((FIXTURES / "sampling_tiny_model.json").read_text())
+    model = GPT2(Config(**meta["hparams"]), tree_from_flat(data))
+    prompts = [data[f"prompt_{b}"].tolist() for b in range(meta["greedy"]["n_prompts"])]
+    greedy = [data[f"greedy_{b}"].tolist() for b in range(meta["greedy"]["n_prompts"])]
+    return model, prompts, greedy, data, meta
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A random model with GPT-2's init and a small vocabulary, float32."""
+    return GPT2.random(Config(n_vocab=64, n_ctx=32, n_embd=32, n_head=2, n_layer=2), seed=3)
+
+
+def test_greedy_matches_transformers_one_prompt_at_a_time(tiny):
+    model, prompts, greedy, _, _ = tiny
+    assert model.dtype == np.float64
+    for prompt, want in zip(prompts, greedy):
+        assert generate_ids(model, prompt, len(want), stop_ids=()) == want
+
+
+def test_greedy_ragged_batch_matches_transformers(tiny):
+    model, prompts, greedy, _, _ = tiny
+    assert len({len(p) for p in prompts}) == len(prompts)  # really ragged
+    assert generate_ids(model, prompts, 20, stop_ids=()) == greedy
+
+
+def test_greedy_batch_equals_single_in_float32(small):
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(0, 64, n).tolist() for n in (5, 1, 9, 3)]
+    alone = [generate_ids(small, p, 12, stop_ids=()) for p in prompts]
+    assert generate_ids(small, prompts, 12, stop_ids=()) == alone
+    # a numpy [B, T] array (no padding) is a batch too
+    same = np.array([prompts[0], prompts[0]])
+    assert generate_ids(small, same, 12, stop_ids=()) == [alone[0], alone[0]]
+
+
+def test_stop_id_ends_a_row_and_is_not_returned(tiny):
+    model, prompts, greedy, _, _ = tiny
+    want = greedy[2]
+    stop = want[5]
+    first = want.index(stop)
+    assert generate_ids(model, prompts[2], 20, stop_ids=(stop,)) == want[:first]
+    # in a batch, only the rows that draw the stop id end
+    out = generate_ids(model, prompts, 20, stop_ids=(stop,))
+    for got, row in zip(out, greedy):
+        assert got == (row[: row.index(stop)] if stop in row else row)
+
+
+def test_iter_ids_streams_the_same_ids(tiny):
+    model, prompts, greedy, _, _ = tiny
+    it = iter_ids(model, prompts[1], 20, stop_ids=())
+    assert next(it) == greedy[1][0]
+    assert [greedy[1][0]] + list(it) == greedy[1]
+    steps = list(iter_ids(model, prompts[:2], 3, stop_ids=()))
+    assert steps == [[greedy[0][i], greedy[1][i]] for i in range(3)]
+
+
+def test_sampling_seeds_reproduce_and_differ(small):
+    kw = dict(max_new_tokens=15, temperature=1.0, top_k=20, top_p=0.95, stop_ids=())
+    a = generate_ids(small, [1, 2, 3], seed=7, **kw)
+    assert a == generate_ids(small, [1, 2, 3], seed=7, **kw)
+    assert a == generate_ids(small, [1, 2, 3], seed=np.random.default_rng(7), **kw)
+    assert a != generate_ids(small, [1, 2, 3], seed=8, **kw)
+    assert len(a) == 15 and all(0 <= t < 64 for t in a)
+
+
+def test_sampled_batch_rows_with_own_seeds_equal_single(small):
+    prompts = [[5, 6, 7, 8], [9], [10, 11]]
+    kw = dict(max_new_tokens=10, temperature=1.3, top_k=40, repetition_penalty=1.2, stop_ids=())
+    alone = [generate_ids(small, p, seed=s, **kw) for p, s in zip(prompts, [1, 2, 3])]
+    assert generate_ids(small, prompts, seed=[1, 2, 3], **kw) == alone
+    # one shared seed: reproducible, and rows of the same prompt get different samples
+    twice = generate_ids(small, [prompts[0], prompts[0]], seed=4, **kw)
+    assert twice == generate_ids(small, [prompts[0], prompts[0]], seed=4, **kw)
+    assert twice[0] != twice[1]
+
+
+def test_top_k_1_and_tiny_top_p_are_greedy(small):
+    greedy = generate_ids(small, [3, 4], 10, stop_ids=())
+    assert generate_ids(small, [3, 4], 10, temperature=1.0, top_k=1, seed=0, stop_ids=()) == greedy
+    assert generate_ids(small, [3, 4], 10, temperature=0.8, top_p=1e-6, seed=0, stop_ids=()) == greedy
+
+
+def test_repetition_penalty_changes_greedy_output(tiny):
+    model, prompts, greedy, _, _ = tiny
+    out = generate_ids(model, prompts[0], 20, repetition_penalty=5.0, stop_ids=())
+    assert out != greedy[0]
+    # with a strong penalty the output repeats less
+    assert len(set(out)) >= len(set(greedy[0]))
+
+
+def test_prompt_too_long_fails_before_any_work(small):
+    class Exploding:
+        config = small.config
+
+        def new_cache(self, *a, **k):
+            raise AssertionError("work was started")
+
+        __call__ = new_cache
+
+    with pytest.raises(ValueError, match=r"n_ctx = 32"):
+        iter_ids(Exploding(), [1] * 30, 3)
+    with pytest.raises(ValueError, match="exceeds"):
+        generate_ids(Exploding(), [[1], [2] * 20], 13)
+    assert len(generate_ids(small, [1] * 30, 2, stop_ids=())) == 2  # exactly n_ctx is fine
+
+
+@pytest.mark.parametrize(
+    "ids, kwargs, word",
+    [
+        ([], {}, "empty"),
+        ([[1, 2], []], {}, "prompt 1 is empty"),
+        ([1, 64], {}, r"\[0, 64\)"),
+        ([1, -1], {}, "token id"),
+        ("hello", {}, "not text"),
+        ([1], {"max_new_tokens": -1}, "max_new_tokens"),
+        ([1], {"temperature": -1}, "temperature"),
+        ([1], {"top_k": 0}, "top_k"),
+        ([1], {"seed": [1, 2]}, "one seed per prompt"),
+    ],
+)
+def test_bad_generation_arguments(small, ids, kwargs, word):
+    kwargs = {"max_new_tokens": 3, **kwargs}
+    with pytest.raises(ValueError, match=word):
+        generate_ids(small, ids, **kwargs)
+
+
+def test_zero_new_tokens(small):
+    assert generate_ids(small, [1, 2], 0) == []
+    assert generate_ids(small, [[1, 2], [3]], 0) == [[], []]
+
+
+# --- scoring ------------------------------------------------------------------------------
+
+
+def test_sliding_windows_as_in_the_guide():
+    assert sliding_windows(10, 4, 2) == [(0, 4, 4), (2, 6, 2), (4, 8, 2), (6, 10, 2)]
+    assert sliding_windows(9, 4, 4) == [(0, 4, 4), (4, 8, 4), (8, 9, 1)]
+    assert sliding_windows(3, 8, 2) == [(0, 3, 3)]
+
+
+def test_perplexity_matches_the_guide(tiny):
+    model, _, _, data, meta = tiny
+    text = data["text"]
+    for case in meta["perplexity"]["cases"]:
+        kw = dict(max_length=case["max_length"], stride=case["stride"])
+        got = perplexity(model, text, **kw)
+        assert got.n_tokens == case["n_scored"]
+        assert got.nll == pytest.approx(case["true_nll"], rel=1e-6), case  # transformers takes the loss in float32
+        assert got.ppl == pytest.approx(math.exp(case["true_nll"]), rel=1e-6)
+        guide = perplexity(model, text, guide_weighting=True, **kw)
+        assert guide.nll == pytest.approx(case["guide_nll"], rel=1e-6), case
+
+
+def test_perplexity_of_one_window_is_the_loss(small):
+    ids = np.random.default_rng(1).integers(0, 64, 20)
+    got = perplexity(small, ids)
+    assert got.n_tokens == 19
+    assert got.nll == pytest.approx(small.loss(ids), rel=1e-5)
+
+
+def test_perplexity_arguments(small):
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        perplexity(small, [5])
+    with pytest.raises(ValueError, match="stride"):
+        perplexity(small, [1, 2, 3], stride=0)
+    with pytest.raises(ValueError, match="max_length"):
+        perplexity(small, [1, 2, 3], max_length=33)
