@@ -1,0 +1,164 @@
+"""Build the notebooks in notebooks/ from the cell lists in scripts/notebook_cells/, run them, save them.
+
+    python scripts/build_notebooks.py                 # build and execute all eight
+    python scripts/build_notebooks.py 03 05           # only the notebooks whose name starts so
+    python scripts/build_notebooks.py --no-execute    # write them without outputs
+
+Each notebook's source is a Python file in ``scripts/notebook_cells/`` written in the "percent"
+format: a line ``# %% [markdown]`` starts a markdown cell (its lines start with ``# ``), a line
+``# %%`` starts a code cell. The first code cell of every notebook is ``SETUP`` below, identical
+everywhere. A notebook is written only if every cell ran without error, so a failing notebook never
+replaces a working one. Outputs (text and PNG figures) are kept so the notebooks read well on GitHub.
+
+``execute(nb)`` is also what ``tests/test_notebooks.py`` uses to run the committed notebooks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+import nbformat
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = ROOT / "notebooks"
+CELLS_DIR = pathlib.Path(__file__).resolve().parent / "notebook_cells"
+CELL_TIMEOUT = 300  # seconds per cell; the cells themselves take well under a second or two
+
+# The same first code cell in every notebook: real GPT-2 124M when its weights are already in the
+# cache, otherwise a small deterministic model with the real vocabulary, and a plain statement of which.
+SETUP = '''\
+# Shared setup (identical in every notebook).
+import numpy as np
+import matplotlib.pyplot as plt
+import gpt2np
+from gpt2np import GPT2, Config, Tokenizer
+
+%matplotlib inline
+%config InlineBackend.figure_formats = ["png"]
+plt.rcParams.update({"figure.dpi": 72, "figure.figsize": (6.4, 3.6), "font.size": 9})
+np.set_printoptions(precision=4, suppress=True, linewidth=110)
+
+def load_model():
+    """GPT-2 124M if its converted weights are in the cache (never downloads); else a small stand-in."""
+    try:
+        model = GPT2.from_pretrained("124M", offline=True, progress=False)
+        print("Using the real GPT-2 124M weights from the cache.")
+        return model, True
+    except Exception as err:  # not in the cache (or no network allowed): say so and fall back
+        config = Config(n_vocab=50257, n_ctx=256, n_embd=64, n_head=4, n_layer=2)
+        print(f"Real GPT-2 weights are not in the cache ({type(err).__name__}).\\n"
+              f"USING A SMALL RANDOM MODEL instead: {config}.\\n"
+              "Every formula and check below is the same, but its text and pictures are not meaningful.")
+        return GPT2.random(config, seed=0), False
+'''
+
+
+def parse_cells(text: str) -> list[tuple[str, str]]:
+    """Split a percent-format file into (kind, source) pairs; kind is "markdown" or "code"."""
+    cells: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        if line.startswith("# %%"):
+            cells.append(("markdown" if "[markdown]" in line else "code", []))
+        elif cells:
+            cells[-1][1].append(line)
+        elif line.strip():
+            raise ValueError(f"text before the first '# %%' marker: {line!r}")
+    out = []
+    for kind, lines in cells:
+        if kind == "markdown":
+            bad = [ln for ln in lines if ln and not ln.startswith("#")]
+            if bad:
+                raise ValueError(f"markdown line does not start with '#': {bad[0]!r}")
+            lines = [ln[2:] if ln.startswith("# ") else ln[1:] for ln in lines]
+        source = "\n".join(lines).strip("\n")
+        out.append((kind, SETUP.rstrip("\n") if source == "SETUP" else source))
+    return out
+
+
+def build(name: str) -> nbformat.NotebookNode:
+    """The unexecuted notebook for ``scripts/notebook_cells/<name>.py``."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+    }
+    for kind, source in parse_cells((CELLS_DIR / f"{name}.py").read_text(encoding="utf-8")):
+        maker = nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell
+        nb.cells.append(maker(source))
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"{name[:2]}-{i:02d}"  # stable ids: rebuilding gives small diffs
+    return nb
+
+
+def _kernel_manager(tmp: pathlib.Path):
+    """A kernel that runs this very interpreter, whatever kernelspecs the machine has.
+
+    ipykernel installs a "python3" kernelspec into sys.prefix, but a user-level spec of the same
+    name (or none at all) could point elsewhere; a private spec pinned to sys.executable avoids that.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+
+    spec_dir = tmp / "kernels" / "gpt2np-python3"
+    spec_dir.mkdir(parents=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (gpt2np notebooks)",
+        "language": "python",
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    ksm = KernelSpecManager(kernel_dirs=[str(tmp / "kernels")])
+    return KernelManager(kernel_name="gpt2np-python3", kernel_spec_manager=ksm)
+
+
+def execute(nb: nbformat.NotebookNode, timeout: int = CELL_TIMEOUT) -> nbformat.NotebookNode:
+    """Run every cell of ``nb`` in place, from the notebooks/ folder; raise on the first error."""
+    from nbclient import NotebookClient
+
+    with tempfile.TemporaryDirectory() as tmp:
+        client = NotebookClient(
+            nb,
+            km=_kernel_manager(pathlib.Path(tmp)),
+            timeout=timeout,
+            record_timing=False,
+            resources={"metadata": {"path": str(NOTEBOOKS_DIR)}},
+        )
+        client.execute()
+    return nb
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in CELLS_DIR.glob("[0-9][0-9]_*.py"))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("only", nargs="*", help="build only notebooks whose name starts with these")
+    parser.add_argument("--no-execute", action="store_true", help="write the notebooks without running them")
+    args = parser.parse_args(argv)
+    todo = [n for n in names() if not args.only or any(n.startswith(o) for o in args.only)]
+    if not todo:
+        parser.error(f"no notebook matches {args.only}; have {names()}")
+    NOTEBOOKS_DIR.mkdir(exist_ok=True)
+    for name in todo:
+        start = time.perf_counter()
+        nb = build(name)
+        if not args.no_execute:
+            execute(nb)
+        path = NOTEBOOKS_DIR / f"{name}.ipynb"
+        tmp_path = path.with_suffix(".ipynb.tmp")
+        nbformat.write(nb, str(tmp_path))
+        os.replace(tmp_path, path)  # never a half-written notebook under the final name
+        print(f"{path.relative_to(ROOT)}: {path.stat().st_size / 1024:.0f} KB, "
+              f"{time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
