@@ -497,10 +497,13 @@ class _TextStream:
         return self._release(final=True)
 
 
-def _prompt_ids(tokenizer, prompt: str, allowed_special) -> list[int]:
+def _prompt_ids(tokenizer, prompt: str, special_tokens: bool) -> list[int]:
     if not isinstance(prompt, str):
         raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
-    ids = tokenizer.encode(prompt, allowed_special=allowed_special) if prompt else []
+    if special_tokens:
+        ids = tokenizer.encode(prompt, allowed_special="all")
+    else:
+        ids = tokenizer.encode_ordinary(prompt)
     return ids or [tokenizer.eot_token]  # unconditional sampling starts from <|endoftext|>
 
 
@@ -516,15 +519,15 @@ def generate(
     seed=None,
     stop=None,
     stream: bool = False,
-    allowed_special="all",
+    special_tokens: bool = True,
 ):
     """Continue ``prompt`` with up to ``max_new_tokens`` tokens; return only the new text.
 
     - Greedy by default (``temperature=0``); sampling settings as in ``next_token_probs``.
-    - The prompt is encoded with ``allowed_special`` (default "all": the text
-      ``<|endoftext|>`` in a prompt is the document separator token, as in GPT-2's training
-      data; pass ``set()`` to encode it as plain text).  An empty prompt starts from
-      ``<|endoftext|>``, as OpenAI's unconditional sampler does.
+    - With ``special_tokens=True`` (default) the text ``<|endoftext|>`` in a prompt becomes
+      the document separator token, as in GPT-2's training data; ``False`` encodes it as
+      plain text.  An empty prompt starts from ``<|endoftext|>``, as OpenAI's unconditional
+      sampler does.
     - Generation ends at ``<|endoftext|>`` (not returned), after ``max_new_tokens``, or at
       the first of the ``stop`` strings (a string or a list); the stop string and anything
       after it are not returned.
@@ -544,11 +547,11 @@ def generate(
     if isinstance(prompt, (list, tuple)):
         if stream:
             raise ValueError("stream=True takes one prompt string, not a list of prompts")
-        rows = [_prompt_ids(tokenizer, p, allowed_special) for p in prompt]
+        rows = [_prompt_ids(tokenizer, p, special_tokens) for p in prompt]
         if not rows:
             return []
         return _batch_text(model, tokenizer, rows, max_new_tokens, settings, stops)
-    ids = _prompt_ids(tokenizer, prompt, allowed_special)
+    ids = _prompt_ids(tokenizer, prompt, special_tokens)
     steps = iter_ids(model, ids, max_new_tokens, stop_ids=(tokenizer.eot_token,), **settings)
     pieces = _stream_text(steps, _TextStream(tokenizer, stops))
     return pieces if stream else "".join(pieces)

@@ -1,0 +1,186 @@
+"""Text in, text out: streaming (UTF-8 safe), stop strings, the empty prompt, batches of prompts.
+
+Most tests use a scripted stand-in for the model (same call signature as GPT2): its next
+token is always the next id of a fixed script, so the expected text is simply
+``tokenizer.decode(script)`` cut at the first stop string, an independent computation.
+"""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import gpt2np
+from gpt2np import GPT2, Config, Tokenizer
+from gpt2np.sampling import generate
+
+EOT = 50256
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return Tokenizer.gpt2()
+
+
+class Scripted:
+    """A model whose next token is the next id of its script (one script per row), then EOT."""
+
+    def __init__(self, *scripts, n_ctx=1024):
+        self.scripts = [list(s) for s in scripts]
+        self.config = SimpleNamespace(n_vocab=50257, n_ctx=n_ctx)
+        self.calls = 0
+        self.prompts = None
+
+    def new_cache(self, batch_size=1, max_len=None):
+        return {"step": 0}
+
+    def __call__(self, ids, attention_mask=None, cache=None, last_only=False):
+        ids = np.asarray(ids)
+        if cache["step"] == 0:
+            mask = np.ones(ids.shape, bool) if attention_mask is None else np.asarray(attention_mask, bool)
+            self.prompts = [row[m].tolist() for row, m in zip(ids, mask)]
+        step = cache["step"]
+        cache["step"] += 1
+        self.calls += 1
+        logits = np.zeros((ids.shape[0], 50257), dtype=np.float32)
+        for b in range(ids.shape[0]):
+            script = self.scripts[b % len(self.scripts)]
+            logits[b, script[step] if step < len(script) else EOT] = 10.0
+        return logits
+
+
+TEXT = "Hello wörld! The robot 🤖 said: ñandú — ok. STOP and more text after it."
+
+
+def test_the_script_splits_characters_across_tokens(tok):
+    ids = tok.encode(TEXT)
+    broken = [i for i in ids if not _valid_utf8(tok.decode_bytes([i]))]
+    assert broken, "the test text should contain tokens that are only part of a character"
+
+
+def _valid_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def test_whole_text_and_stream_agree(tok):
+    ids = tok.encode(TEXT)
+    whole = generate(Scripted(ids), tok, "x", max_new_tokens=100)
+    assert whole == tok.decode(ids)  # the script ends with EOT, which is not returned
+    pieces = list(generate(Scripted(ids), tok, "x", max_new_tokens=100, stream=True))
+    assert "".join(pieces) == whole
+    assert len(pieces) > 10  # really streamed, piece by piece
+    for piece in pieces:
+        assert "\ufffd" not in piece  # no character was ever split
+
+
+def test_stream_pieces_arrive_as_tokens_do(tok):
+    ids = tok.encode("one two three")
+    model = Scripted(ids)
+    stream = generate(model, tok, "x", max_new_tokens=100, stream=True)
+    assert next(stream) == "one" and model.calls == 1
+    assert next(stream) == " two" and model.calls == 2
+
+
+def test_stop_string_ends_generation_and_is_not_returned(tok):
+    ids = tok.encode(TEXT)
+    model = Scripted(ids)
+    out = generate(model, tok, "x", max_new_tokens=100, stop="STOP")
+    assert out == TEXT[: TEXT.index("STOP")]
+    # the model is not asked for more tokens after the stop string appeared
+    stop_token = next(n for n in range(1, len(ids) + 1) if "STOP" in tok.decode(ids[:n]))
+    assert model.calls == stop_token
+
+
+@pytest.mark.parametrize(
+    "stop",
+    ["STOP", ["zzz", "STOP"], ["robot", "STOP"], "🤖", "ö", "! The", ["ok.", "ok"], "t.", "not there"],
+)
+def test_stop_strings_streamed_and_whole(tok, stop):
+    ids = tok.encode(TEXT)
+    stops = [stop] if isinstance(stop, str) else stop
+    cut = min([TEXT.index(s) for s in stops if s in TEXT], default=len(TEXT))
+    want = TEXT[:cut]
+    assert generate(Scripted(ids), tok, "x", max_new_tokens=100, stop=stop) == want
+    pieces = list(generate(Scripted(ids), tok, "x", max_new_tokens=100, stop=stop, stream=True))
+    assert "".join(pieces) == want
+    # a piece never shows text that belongs to the stop string
+    shown = ""
+    for piece in pieces:
+        shown += piece
+        assert want.startswith(shown)
+
+
+def test_max_new_tokens_cuts_the_text(tok):
+    ids = tok.encode(TEXT)
+    want = tok.decode(ids[:7])
+    assert generate(Scripted(ids), tok, "x", max_new_tokens=7) == want
+    assert "".join(generate(Scripted(ids), tok, "x", max_new_tokens=7, stream=True)) == want
+
+
+def test_cut_in_the_middle_of_a_character_gives_the_replacement_char(tok):
+    ids = tok.encode("🤖")
+    assert len(ids) > 1
+    want = tok.decode(ids[:1])  # an incomplete character: U+FFFD, as bytes.decode(errors="replace")
+    assert "\ufffd" in want
+    assert generate(Scripted(ids), tok, "x", max_new_tokens=1) == want
+    assert "".join(generate(Scripted(ids), tok, "x", max_new_tokens=1, stream=True)) == want
+
+
+def test_empty_prompt_starts_from_endoftext(tok):
+    model = Scripted(tok.encode(" hi"))
+    assert generate(model, tok, "", max_new_tokens=5) == " hi"
+    assert model.prompts == [[EOT]]
+
+
+def test_prompt_encoding(tok):
+    model = Scripted([])
+    generate(model, tok, "a<|endoftext|>b", max_new_tokens=2)
+    assert model.prompts == [tok.encode("a<|endoftext|>b", allowed_special="all")]
+    assert EOT in model.prompts[0]
+    generate(model, tok, "a<|endoftext|>b", max_new_tokens=2, special_tokens=False)
+    assert model.prompts == [tok.encode_ordinary("a<|endoftext|>b")]
+    assert EOT not in model.prompts[0]
+
+
+def test_errors_come_at_the_call_even_when_streaming(tok):
+    model = Scripted([1, 2], n_ctx=8)
+    with pytest.raises(ValueError, match="n_ctx"):
+        generate(model, tok, "one two three four five", max_new_tokens=5, stream=True)
+    with pytest.raises(ValueError, match="stop strings"):
+        generate(model, tok, "x", stop=[""])
+    with pytest.raises(ValueError, match="temperature"):
+        generate(model, tok, "x", temperature=-1, stream=True)
+    with pytest.raises(ValueError, match="prompt must be a string"):
+        generate(model, tok, 123)
+    assert model.calls == 0
+
+
+def test_batch_of_prompts(tok):
+    a, b = tok.encode("first answer. STOP x"), tok.encode("second, longer answer")
+    model = Scripted(a, b)
+    out = generate(model, tok, ["short", "a much longer prompt here"], max_new_tokens=50, stop="STOP")
+    assert out == ["first answer. ", "second, longer answer"]
+    assert model.prompts == [tok.encode("short"), tok.encode("a much longer prompt here")]
+    with pytest.raises(ValueError, match="stream"):
+        generate(model, tok, ["a", "b"], stream=True)
+
+
+def test_public_name():
+    assert gpt2np.generate is generate
+
+
+def test_real_tiny_model_stream_equals_whole(tok):
+    """A random model over the full GPT-2 vocabulary: its ids are arbitrary (many are parts
+    of characters), and the streamed text still equals the decoded whole."""
+    model = GPT2.random(Config(n_vocab=50257, n_ctx=64, n_embd=16, n_head=2, n_layer=1), seed=1)
+    kw = dict(max_new_tokens=30, temperature=1.0, seed=5)
+    whole = generate(model, tok, "Hello", **kw)
+    assert "".join(generate(model, tok, "Hello", stream=True, **kw)) == whole
+    ids = gpt2np.sampling.generate_ids(model, tok.encode("Hello"), **kw)
+    assert whole == tok.decode(ids)
+    greedy = generate(model, tok, ["Hello", "A longer prompt"], max_new_tokens=8)
+    assert greedy == [generate(model, tok, p, max_new_tokens=8) for p in ["Hello", "A longer prompt"]]
