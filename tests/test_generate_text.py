@@ -45,7 +45,7 @@ class Scripted:
         logits = np.zeros((ids.shape[0], 50257), dtype=np.float32)
         for b in range(ids.shape[0]):
             script = self.scripts[b % len(self.scripts)]
-            logits[b, script[step] if step < len(script) else EOT] = 10.0
+            logits[b, script[step] if step < len(script) else EOT] = 50.0  # p ~ 1 even when sampling
         return logits
 
 
