@@ -68,15 +68,19 @@ def _sort_key(name: str):
     return [int(p) if p.isdigit() else p for p in name.split(".")]
 
 
-def check_flat(flat: dict, hparams: dict, source: str, file_names: dict | None = None) -> None:
+def check_flat(flat: dict, hparams: dict, source: str, file_names=None) -> None:
     """Exactly the expected tensors, each with the expected shape; errors name the tensors.
 
-    ``file_names`` maps a flat name to the name it had in the file, for messages.
+    ``file_names`` turns a flat name into the name it has (or would have) in the file, for
+    messages: a dict, or a function.
     """
     want = expected_shapes(hparams)
     missing = sorted(set(want) - set(flat), key=_sort_key)
     extra = sorted(set(flat) - set(want), key=_sort_key)
-    fn = (lambda n: (file_names or {}).get(n, n))
+    if callable(file_names):
+        fn = file_names
+    else:
+        fn = (lambda n: (file_names or {}).get(n, n))
     if missing:
         more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
         raise WeightsError(f"{source}: missing tensors {', '.join(fn(n) for n in missing[:5])}{more} "
@@ -164,7 +168,7 @@ def from_tf_names(tensors: dict, hparams: dict, source: str) -> dict:
     if unknown:
         raise WeightsError(f"{source}: unexpected tensors {', '.join(sorted(unknown)[:5])} "
                            f"(not GPT-2 names model/wte, model/h<i>/...)")
-    check_flat(flat, hparams, source, {k: v for k, v in file_names.items()})
+    check_flat(flat, hparams, source, lambda n: file_names.get(n) or flat_to_tf(n))
     return unflatten(flat, hparams["n_layer"])
 
 

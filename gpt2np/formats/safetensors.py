@@ -145,7 +145,7 @@ def write_safetensors(path, tensors: dict, metadata: dict | None = None) -> None
     items = []
     for name, a in tensors.items():
         a = np.asarray(a)
-        a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+        a = np.asarray(a, dtype=a.dtype.newbyteorder("<"), order="C")  # (ascontiguousarray would make 0-d 1-d)
         if not isinstance(name, str) or name == "__metadata__":
             raise WeightsError(f"invalid tensor name {name!r}")
         if a.dtype not in _NP_TO_ST:

@@ -45,13 +45,11 @@ def find_prefix(path) -> pathlib.Path:
         if state.is_file():
             m = re.search(r'model_checkpoint_path:\s*"([^"]*)"', state.read_text(errors="replace"))
             if m:
-                prefix = pathlib.Path(m.group(1))
-                prefix = prefix if prefix.is_absolute() else path / prefix
-                if prefix.with_name(prefix.name + ".index").is_file():
-                    return prefix
-                # an absolute path written on another machine: fall back to its basename here
-                if (path / (prefix.name + ".index")).is_file():
-                    return path / prefix.name
+                named = pathlib.Path(m.group(1))
+                # TF records absolute paths; the folder we were given wins (it may be a copy or moved)
+                for prefix in (path / named.name, named if named.is_absolute() else path / named):
+                    if prefix.with_name(prefix.name + ".index").is_file():
+                        return prefix
         indexes = sorted(path.glob("*.index"))
         if len(indexes) == 1:
             return indexes[0].with_suffix("")
@@ -168,7 +166,8 @@ def read_tf_checkpoint(folder, verify: bool = True) -> tuple[dict, dict]:
     prefix = find_prefix(folder)
     hparams = read_hparams_json(prefix.parent / "hparams.json")
     tensors = read_bundle(prefix, verify=verify)
+    params = from_tf_names(tensors, hparams, str(prefix))  # names and shapes first: clearer errors
     for name, arr in tensors.items():
         if arr.dtype != np.float32:
             raise WeightsError(f"{prefix}: {name} has dtype {arr.dtype}, GPT-2 weights are float32")
-    return hparams, from_tf_names(tensors, hparams, str(prefix))
+    return hparams, params
