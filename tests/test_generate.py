@@ -199,3 +199,11 @@ def test_perplexity_arguments(small):
         perplexity(small, [1, 2, 3], stride=0)
     with pytest.raises(ValueError, match="max_length"):
         perplexity(small, [1, 2, 3], max_length=33)
+
+
+def test_model_generate_is_a_door_into_generate_ids(tiny, small):
+    model, prompts, greedy, _, _ = tiny
+    assert model.generate(prompts, 20, stop_ids=()) == greedy
+    assert model.generate(prompts[0], 20, stop_ids=()) == greedy[0]
+    kw = dict(temperature=0.9, top_p=0.9, seed=3, stop_ids=())
+    assert small.generate([1, 2], 8, **kw) == generate_ids(small, [1, 2], 8, **kw)
