@@ -1,5 +1,743 @@
-"""Byte-level BPE tokenizer (placeholder: the tokenizer issue writes this module)."""
+"""Byte-level BPE: GPT-2's tokenizer, byte-exact with tiktoken's ``gpt2`` encoding.
+
+The path of a string through ``encode``::
+
+    text ──special tokens split out (if allowed)──▶ segments
+    segment ──PRETOKENIZE_PATTERN──▶ pieces          "Hello world!" -> "Hello", " world", "!"
+    piece ──UTF-8──▶ bytes ──BPE merges──▶ tokens     b" world" -> [b" world"]
+    token ──vocabulary──▶ id                          b" world" -> 995
+
+BPE on one piece starts from its single bytes and repeatedly joins the adjacent pair whose
+joined bytes form the *oldest* token of the vocabulary (the lowest rank: the line of
+``vocab.bpe`` that created it; the leftmost pair wins a tie) until no adjacent pair forms a
+token.  Like tiktoken, a pair is ranked by the token its concatenation forms, and a piece that
+is already a whole token is looked up directly.
+
+``vocab.bpe`` and ``encoder.json`` spell bytes as printable characters ("stand-ins", see
+``bytes_to_unicode``) so that a space is ``Ġ`` and a newline ``Ċ``.  Internally this module
+works on raw ``bytes`` and uses the stand-ins only to read the files and to show its work
+(``Tokenizer.explain``).
+
+``decode`` joins the tokens' bytes and decodes them as UTF-8, replacing invalid bytes with
+U+FFFD; ``Tokenizer.incremental_decoder`` does the same one token at a time for streaming.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import heapq
+import importlib.resources
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import AbstractSet, Collection, Iterable, Literal
+
+import regex
+
+__all__ = [
+    "Tokenizer",
+    "IncrementalDecoder",
+    "Explanation",
+    "PieceExplanation",
+    "Merge",
+    "bytes_to_unicode",
+    "bpe_merge",
+    "PRETOKENIZE_PATTERN",
+    "pretokenize",
+    "OPENAI_PATTERN",
+    "ENDOFTEXT",
+]
+
+ENDOFTEXT = "<|endoftext|>"
+
+#: OpenAI's pre-tokenizing pattern as written in gpt-2's ``encoder.py``: contractions,
+#: letter runs, digit runs and runs of other symbols (each with at most one leading space),
+#: then whitespace, leaving the last space of a run for the next word.
+OPENAI_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+#: The same splits written as tiktoken writes them (possessive ``++`` never backtracks, and
+#: ``\s++$`` takes trailing whitespace in one step); this is the pattern ``encode`` runs.
+#: ``\s`` means the same in the ``regex`` module and in tiktoken (Unicode White_Space).
+PRETOKENIZE_PATTERN = (
+    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+)
+
+#: Letters (\p{L}) and digits (\p{N}) that Unicode assigned after version 16.0, whose tables
+#: tiktoken's Rust regex engine uses.  A newer ``regex`` module knows them as letters, which
+#: would split text differently from tiktoken, so the compiled pattern treats them as "other"
+#: symbols (found by comparing the two on every code point; a no-op for an older ``regex``).
+_NEWER_THAN_UNICODE_16 = (
+    r"\u0558\u058B-\u058C\u088F\u0C5C\u0CDC\u208F\u209D-\u209F\uA7CE-\uA7CF\uA7D2\uA7D4\uA7DD"
+    r"\uA7E2\uA7F1\uAB6C-\uAB6D\U000107BB-\U000107BF\U00010940-\U00010959\U00010EC5-\U00010EC7"
+    r"\U00010ED9-\U00010EEE\U00011B0A\U00011DB0-\U00011DDB\U00011DE0-\U00011DE9\U00011DF1"
+    r"\U0001246F\U00012475-\U0001247F\U00012550-\U00012686\U00016EA0-\U00016EB8"
+    r"\U00016EBB-\U00016ED3\U00016FF2-\U00016FF6\U000187F8-\U000187FF\U00018CD6-\U00018CDA"
+    r"\U00018D09-\U00018D20\U00018D80-\U00018DF2\U00018E00-\U00019191\U000191A0-\U000191D2"
+    r"\U0001B123-\U0001B128\U0001B168\U0001D6A6\U0001DF1F-\U0001DF24\U0001DF2B-\U0001DF81"
+    r"\U0001DF90-\U0001DF96\U0001DFCD-\U0001DFFF\U0001E6C0-\U0001E6DE\U0001E6E0-\U0001E6E2"
+    r"\U0001E6E4-\U0001E6E5\U0001E6E7-\U0001E6ED\U0001E6F0-\U0001E6F4\U0001E6FE-\U0001E6FF"
+    r"\U0002B73A-\U0002B73F\U0002B81E\U0002CEA2-\U0002CEAD\U000323B0-\U00033479"
+    r"\U0003D000-\U0003FC3F"
+)
+
+
+def compile_pretokenizer(pattern: str = PRETOKENIZE_PATTERN) -> regex.Pattern:
+    """Compile a pre-tokenizing pattern with ``\\p{L}``/``\\p{N}`` pinned to Unicode 16.0.
+
+    ``regex``'s VERSION1 set syntax subtracts the newer characters, ``[\\p{L}--[...]]``.  The
+    ASCII letters and digits are listed first only for speed: most text is mostly ASCII, and
+    they are tested before the long list of exceptions.
+    """
+    newer = _NEWER_THAN_UNICODE_16
+    other = "\0"  # a placeholder, so that the two replacements below leave this class alone
+    pinned = (
+        pattern.replace(r"[^\s\p{L}\p{N}]", other)
+        .replace(r"\p{L}", rf"[A-Za-z[\p{{L}}--[{newer}]]]")
+        .replace(r"\p{N}", rf"[0-9[\p{{N}}--[{newer}]]]")
+        .replace(other, rf"[[^\s\p{{L}}\p{{N}}]{newer}]")
+    )
+    return regex.compile(pinned, flags=regex.VERSION1)
+
+
+#: ``PRETOKENIZE_PATTERN`` for text that is pure ASCII, where ``\p{L}`` is ``[A-Za-z]``,
+#: ``\p{N}`` is ``[0-9]`` and ``\s`` is ``[\t\n\v\f\r ]``.  Python's own ``re`` (3.11+, which
+#: knows possessive quantifiers) runs it about 3x faster than ``regex`` runs the full pattern.
+ASCII_PATTERN = (
+    r"""'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]++| ?[0-9]++| ?[^\t\n\v\f\r A-Za-z0-9]++"""
+    r"""|[\t\n\v\f\r ]++$|[\t\n\v\f\r ]+(?![^\t\n\v\f\r ])|[\t\n\v\f\r ]"""
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _pretokenizers():
+    """(splitter for any text, splitter for ASCII text): compiled once, shared."""
+    general = compile_pretokenizer(PRETOKENIZE_PATTERN).findall
+    if sys.version_info >= (3, 11):
+        ascii_only = re.compile(ASCII_PATTERN).findall
+    else:  # no possessive quantifiers in re before 3.11
+        ascii_only = regex.compile(ASCII_PATTERN).findall
+    return general, ascii_only
+
+
+def pretokenize(text: str) -> list[str]:
+    """Split text into the pieces that BPE works on one by one (no piece crosses a split).
+
+    >>> pretokenize("Hello world!  It's 2024.")
+    ['Hello', ' world', '!', ' ', ' It', "'s", ' 2024', '.']
+    """
+    general, ascii_only = _pretokenizers()
+    return ascii_only(text) if text.isascii() else general(text)
+
+
+_CACHE_SIZE = 50_000  # pieces whose BPE result is remembered (a bounded, first-in-first-out cache)
+
+
+# --------------------------------------------------------------------------------------------
+# Bytes and their printable stand-ins
+# --------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def bytes_to_unicode() -> dict[int, str]:
+    """The byte -> stand-in character map of GPT-2's vocabulary files (formats.md 5.6).
+
+    The 188 printable bytes (``!``..``~``, ``¡``..``¬``, ``®``..``ÿ``) stand for themselves;
+    the other 68 (control bytes, space, 0x7F..0xA0, 0xAD) become U+0100 + n in increasing
+    order, so a space (0x20) is ``Ġ`` (U+0120) and ``\\n`` is ``Ċ`` (U+010A).  Every byte
+    thus has a visible, distinct character, and a token is a plain string of them.
+    """
+    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    others = [b for b in range(256) if b not in printable]
+    mapping = {b: chr(b) for b in printable}
+    mapping.update({b: chr(0x100 + n) for n, b in enumerate(others)})
+    return dict(sorted(mapping.items()))
+
+
+# str.translate tables: a byte string decoded as latin-1 has one character per byte (code point =
+# byte value), so one C-level translate turns bytes into stand-ins and back without a Python loop.
+_TO_STAND_IN = {b: c for b, c in bytes_to_unicode().items()}
+_FROM_STAND_IN = {ord(c): b for b, c in bytes_to_unicode().items()}
+
+
+def to_stand_ins(data: bytes) -> str:
+    """Bytes -> their stand-in characters: ``b" hi\\n"`` -> ``"ĠhiĊ"``."""
+    return data.decode("latin-1").translate(_TO_STAND_IN)
+
+
+def from_stand_ins(symbols: str) -> bytes:
+    """Stand-in characters -> bytes (the inverse of ``to_stand_ins``)."""
+    text = symbols.translate(_FROM_STAND_IN)
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        bad = next(c for c in symbols if ord(c) not in _FROM_STAND_IN)
+        raise ValueError(
+            f"{symbols!r} is not a byte-level token: {bad!r} (U+{ord(bad):04X}) is none of "
+            "the 256 byte stand-ins"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# The merge loop
+# --------------------------------------------------------------------------------------------
+
+
+def bpe_merge(symbols: list[bytes], ranks: dict[bytes, int], on_merge=None) -> list[bytes]:
+    """Byte-pair merges on one piece: join the lowest-ranked adjacent pair until none is ranked.
+
+    ``symbols`` is the piece as single bytes; ``ranks[a + b]`` is the rank of the token that
+    joining ``a`` and ``b`` forms (missing = never joined).  Among all adjacent pairs the one
+    with the lowest rank is joined first, the leftmost on a tie — the order OpenAI's
+    ``encoder.py`` and tiktoken follow.
+
+    Cost O(n log n) for n bytes, not O(n²): the symbols form a linked list (``nxt``/``prv``
+    hold neighbour positions), and the candidate pairs wait in a heap keyed by
+    ``(rank, position of the left symbol)``.  A joint only changes the two pairs next to it,
+    so it pushes at most two new candidates; entries made stale by earlier joins are skipped
+    when popped (a pair still at the same position with the same rank is the same pair,
+    because a rank names exactly one byte string and boundaries only ever disappear).
+
+    ``on_merge(left, right, rank, position)`` is called after each joint (used by ``explain``).
+    Returns the final symbols, left to right.
+    """
+    n = len(symbols)
+    if n < 2:
+        return list(symbols)
+    sym: list[bytes | None] = list(symbols)  # None once joined into its left neighbour
+    nxt = list(range(1, n + 1))  # n marks "no right neighbour"
+    prv = list(range(-1, n - 1))  # -1 marks "no left neighbour"
+    heap = []
+    for i in range(n - 1):
+        rank = ranks.get(sym[i] + sym[i + 1])
+        if rank is not None:
+            heap.append((rank, i))
+    heapq.heapify(heap)
+    get, push, pop = ranks.get, heapq.heappush, heapq.heappop
+    while heap:
+        rank, i = pop(heap)
+        left = sym[i]
+        j = nxt[i]
+        if left is None or j == n:
+            continue
+        right = sym[j]
+        joined = left + right
+        if get(joined) != rank:  # stale: a neighbour changed since this pair was pushed
+            continue
+        sym[i], sym[j] = joined, None
+        k = nxt[j]
+        nxt[i] = k
+        if k < n:
+            prv[k] = i
+            r = get(joined + sym[k])
+            if r is not None:
+                push(heap, (r, i))
+        p = prv[i]
+        if p >= 0:
+            r = get(sym[p] + joined)
+            if r is not None:
+                push(heap, (r, p))
+        if on_merge is not None:
+            on_merge(left, right, rank, i)
+    return [s for s in sym if s is not None]
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the vocabulary
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Vocab:
+    """The tables built once from ``encoder.json`` + ``vocab.bpe`` (shared by tokenizers)."""
+
+    id_to_bytes: list[bytes]  # token id -> its bytes (special tokens: their UTF-8 text)
+    bytes_to_id: dict[bytes, int]  # ordinary tokens only
+    ranks: dict[bytes, int]  # bytes of a merged token -> its line in vocab.bpe (0-based)
+    text_to_id: dict[str, int]  # ordinary tokens whose bytes are valid UTF-8, by their text
+    special: dict[str, int]  # special token text -> id
+
+
+def _read_vocab(encoder_json, vocab_bpe) -> _Vocab:
+    encoder_json, vocab_bpe = os.fspath(encoder_json), os.fspath(vocab_bpe)
+    try:
+        with open(encoder_json, encoding="utf-8") as f:
+            encoder = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{encoder_json}: not valid JSON ({err})") from None
+    if not isinstance(encoder, dict) or not all(
+        isinstance(k, str) and type(v) is int for k, v in encoder.items()
+    ):
+        raise ValueError(f"{encoder_json}: expected a JSON object mapping token strings to ids")
+    with open(vocab_bpe, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    if not lines or not lines[0].startswith("#version"):
+        raise ValueError(f"{vocab_bpe}: expected a first line '#version: 0.2', found {lines[0][:40]!r}")
+
+    ranks: dict[bytes, int] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise ValueError(f"{vocab_bpe}, line {number}: expected two symbols 'A B', found {line!r}")
+        joined = from_stand_ins(parts[0]) + from_stand_ins(parts[1])
+        ranks.setdefault(joined, len(ranks))
+
+    n_vocab = len(encoder)
+    if sorted(encoder.values()) != list(range(n_vocab)):
+        raise ValueError(f"{encoder_json}: token ids must be exactly 0..{n_vocab - 1}, each once")
+    id_to_bytes: list[bytes] = [b""] * n_vocab
+    bytes_to_id: dict[bytes, int] = {}
+    special: dict[str, int] = {}
+    for token, token_id in encoder.items():
+        try:
+            data = from_stand_ins(token)
+        except ValueError:
+            data = None
+        if data is not None and (len(data) == 1 or data in ranks):
+            bytes_to_id[data] = token_id
+            id_to_bytes[token_id] = data
+        else:  # not a byte and not made by a merge, e.g. "<|endoftext|>"
+            special[token] = token_id
+            id_to_bytes[token_id] = token.encode("utf-8")
+    missing_bytes = [b for b in range(256) if bytes([b]) not in bytes_to_id]
+    if missing_bytes:
+        raise ValueError(
+            f"{encoder_json}: byte 0x{missing_bytes[0]:02X} "
+            f"({bytes_to_unicode()[missing_bytes[0]]!r}) has no token; all 256 bytes need one"
+        )
+    missing = next((r for r in ranks if r not in bytes_to_id), None)
+    if missing is not None:
+        raise ValueError(
+            f"{encoder_json}: the merge producing {to_stand_ins(missing)!r} "
+            f"(line {ranks[missing] + 2} of {vocab_bpe}) has no id"
+        )
+
+    text_to_id = {}
+    for data, token_id in bytes_to_id.items():
+        try:
+            text_to_id[data.decode("utf-8")] = token_id
+        except UnicodeDecodeError:
+            pass  # a token holding part of a character can never be a whole piece
+    return _Vocab(id_to_bytes, bytes_to_id, ranks, text_to_id, special)
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled_vocab() -> _Vocab:
+    assets = importlib.resources.files(__package__) / "assets"
+    with importlib.resources.as_file(assets / "encoder.json") as enc, importlib.resources.as_file(
+        assets / "vocab.bpe"
+    ) as bpe:
+        return _read_vocab(enc, bpe)
+
+
+def _fix_surrogates(text: str) -> str:
+    """What tiktoken does to text that is not valid UTF-8: join surrogate pairs, replace lone
+    surrogates with U+FFFD."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+# --------------------------------------------------------------------------------------------
+# The tokenizer
+# --------------------------------------------------------------------------------------------
 
 
 class Tokenizer:
-    pass
+    """GPT-2's byte-level BPE tokenizer.
+
+    >>> tok = Tokenizer.gpt2()
+    >>> tok.encode("Hello world")
+    [15496, 995]
+    >>> tok.decode([15496, 995])
+    'Hello world'
+    """
+
+    def __init__(self, vocab: _Vocab, cache_size: int = _CACHE_SIZE):
+        self._vocab = vocab
+        self._id_to_bytes = vocab.id_to_bytes
+        self._text_to_id = vocab.text_to_id
+        _pretokenizers()  # compile the patterns now rather than inside the first encode
+        self._split = pretokenize
+        self._special = dict(vocab.special)
+        self._cache: dict[str, list[int]] = {}
+        self._cache_size = cache_size
+
+    # -- construction --------------------------------------------------------------------
+
+    @classmethod
+    def gpt2(cls) -> "Tokenizer":
+        """The tokenizer of every GPT-2 size, from the vocabulary bundled in ``gpt2np/assets``."""
+        return cls(_bundled_vocab())
+
+    @classmethod
+    def from_files(cls, encoder_json, vocab_bpe) -> "Tokenizer":
+        """A tokenizer from OpenAI-format files: ``encoder.json`` (token -> id) and ``vocab.bpe``
+        (one merge per line, in rank order).  Entries of ``encoder.json`` that are neither a
+        byte nor made by a merge (GPT-2: ``<|endoftext|>``) are special tokens."""
+        return cls(_read_vocab(encoder_json, vocab_bpe))
+
+    # -- sizes ---------------------------------------------------------------------------
+
+    @property
+    def n_vocab(self) -> int:
+        """Number of token ids (GPT-2: 50257)."""
+        return len(self._id_to_bytes)
+
+    @property
+    def eot_token(self) -> int:
+        """The id of ``<|endoftext|>`` (GPT-2: 50256)."""
+        try:
+            return self._special[ENDOFTEXT]
+        except KeyError:
+            raise ValueError(f"this vocabulary has no {ENDOFTEXT} token") from None
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        """Special token text -> id."""
+        return dict(self._special)
+
+    def __repr__(self) -> str:
+        return f"<Tokenizer n_vocab={self.n_vocab} special={sorted(self._special)}>"
+
+    # -- encoding ------------------------------------------------------------------------
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Text -> ids, treating special-token text like any other text."""
+        _check_text(text)
+        try:
+            return self._encode_segment(text)
+        except UnicodeEncodeError:  # lone surrogates: fix the whole text as tiktoken does
+            return self._encode_segment(_fix_surrogates(text))
+
+    def encode(
+        self,
+        text: str,
+        allowed_special: Literal["all"] | AbstractSet[str] = frozenset(),
+        disallowed_special: Literal["all"] | Collection[str] = "all",
+    ) -> list[int]:
+        """Text -> ids, with tiktoken's rules for special tokens.
+
+        - text of an ``allowed_special`` token becomes its id (``"all"``: every special token);
+        - text of a ``disallowed_special`` token raises ``ValueError`` (default ``"all"``: every
+          special token not allowed), so untrusted text cannot smuggle in ``<|endoftext|>``;
+        - special-token text that is neither (e.g. ``disallowed_special=()``) is ordinary text.
+        """
+        _check_text(text)
+        allowed = self._special_set(allowed_special, "allowed_special")
+        if disallowed_special == "all":
+            disallowed = frozenset(self._special) - allowed
+        else:
+            disallowed = self._special_set(disallowed_special, "disallowed_special")
+        for token in sorted(disallowed, key=text.find):
+            if token in text:
+                raise ValueError(
+                    f"the text contains the special token {token!r}, which is disallowed; pass "
+                    f"allowed_special={{{token!r}}} to encode it as id {self._special[token]}, or "
+                    "disallowed_special=() to encode it as ordinary text"
+                )
+        try:
+            return self._encode_with_special(text, allowed)
+        except UnicodeEncodeError:
+            return self._encode_with_special(_fix_surrogates(text), allowed)
+
+    def _special_set(self, value, name: str) -> frozenset[str]:
+        if value == "all":
+            return frozenset(self._special)
+        if isinstance(value, str):
+            raise TypeError(f"{name} must be 'all' or a set of special tokens, not the string {value!r}")
+        tokens = frozenset(value)
+        unknown = tokens - self._special.keys()
+        if unknown:
+            raise ValueError(
+                f"{name} names {sorted(unknown)[0]!r}, which is not a special token of this "
+                f"vocabulary (special tokens: {sorted(self._special)})"
+            )
+        return tokens
+
+    def _encode_with_special(self, text: str, allowed: frozenset[str]) -> list[int]:
+        if not allowed or not any(token in text for token in allowed):
+            return self._encode_segment(text)
+        # The ordinary text between special tokens is split and encoded on its own, so no
+        # piece crosses a special token (as in tiktoken).
+        splitter = regex.compile("(" + "|".join(regex.escape(t) for t in allowed) + ")")
+        ids: list[int] = []
+        for index, part in enumerate(splitter.split(text)):
+            if index % 2:
+                ids.append(self._special[part])
+            elif part:
+                ids.extend(self._encode_segment(part))
+        return ids
+
+    def _encode_segment(self, text: str) -> list[int]:
+        """Ordinary text -> ids.  The hot path: most pieces are whole tokens, found by one
+        C-level dict lookup each; only the others go through BPE (and the cache)."""
+        pieces = self._split(text)
+        ids = list(map(self._text_to_id.get, pieces))
+        if None not in ids:
+            return ids
+        out: list[int] = []
+        for piece, token_id in zip(pieces, ids):
+            if token_id is None:
+                out += self._encode_piece(piece)
+            else:
+                out.append(token_id)
+        return out
+
+    def _encode_piece(self, piece: str) -> list[int]:
+        """One piece that is not a whole token -> ids, by BPE (remembered in a bounded cache)."""
+        cached = self._cache.get(piece)
+        if cached is not None:
+            return cached
+        data = piece.encode("utf-8")  # UnicodeEncodeError on lone surrogates: caller fixes
+        bytes_to_id = self._vocab.bytes_to_id
+        if data in bytes_to_id:  # a token that is not valid UTF-8 on its own
+            ids = [bytes_to_id[data]]
+        else:
+            tokens = bpe_merge([data[i : i + 1] for i in range(len(data))], self._vocab.ranks)
+            ids = [bytes_to_id[t] for t in tokens]
+        if len(self._cache) >= self._cache_size:
+            # First in, first out: dicts keep insertion order, so drop the oldest tenth.
+            for old in list(self._cache)[: max(1, self._cache_size // 10)]:
+                del self._cache[old]
+        self._cache[piece] = ids
+        return ids
+
+    # -- decoding ------------------------------------------------------------------------
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """Ids -> the bytes of their tokens, joined."""
+        ids = _as_id_list(ids)
+        table = self._id_to_bytes
+        try:
+            if ids and min(ids) < 0:
+                raise IndexError
+            return b"".join(map(table.__getitem__, ids))
+        except (IndexError, TypeError):
+            for i in ids:
+                self._check_id(i)
+            raise  # not reached: _check_id raises for the offending id
+
+    def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
+        """Ids -> text.  Bytes that are not valid UTF-8 (e.g. half of an emoji) become U+FFFD."""
+        return self.decode_bytes(ids).decode("utf-8", errors=errors)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes of one token."""
+        return self._id_to_bytes[self._check_id(token_id)]
+
+    def _check_id(self, token_id) -> int:
+        try:
+            index = token_id.__index__()
+        except (AttributeError, TypeError):
+            raise TypeError(
+                f"token ids must be integers, got {token_id!r} ({type(token_id).__name__})"
+            ) from None
+        if not 0 <= index < self.n_vocab:
+            raise ValueError(
+                f"token id {index} is outside the vocabulary: ids run from 0 to "
+                f"{self.n_vocab - 1} (vocabulary size {self.n_vocab})"
+            )
+        return index
+
+    def incremental_decoder(self) -> "IncrementalDecoder":
+        """A decoder for streaming: ``feed(id)`` returns the text that is complete so far."""
+        return IncrementalDecoder(self)
+
+    # -- the reader's view ---------------------------------------------------------------
+
+    def explain(
+        self,
+        text: str,
+        allowed_special: Literal["all"] | AbstractSet[str] = frozenset(),
+        disallowed_special: Literal["all"] | Collection[str] = "all",
+    ) -> "Explanation":
+        """Show the work of ``encode``: the pieces, their bytes and stand-ins, every merge.
+
+        >>> Tokenizer.gpt2().explain("Hello world").pieces[1].merges[0]
+        Merge('Ġ' + 'w' -> 'Ġw' (rank 10); symbols: Ġw o r l d)
+        """
+        ids = self.encode(text, allowed_special, disallowed_special)  # same checks and ids
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                text = _fix_surrogates(text)
+        allowed = self._special_set(allowed_special, "allowed_special")
+        if allowed:
+            splitter = regex.compile("(" + "|".join(regex.escape(t) for t in allowed) + ")")
+            parts = splitter.split(text)
+        else:
+            parts = [text]
+        pieces = []
+        for index, part in enumerate(parts):
+            if index % 2:
+                pieces.append(PieceExplanation.special_token(part, self._special[part]))
+            else:
+                pieces.extend(self._explain_piece(p) for p in self._split(part))
+        explanation = Explanation(text, tuple(pieces), ids)
+        assert [i for p in pieces for i in p.ids] == ids, "explain disagrees with encode"
+        return explanation
+
+    def _explain_piece(self, piece: str) -> "PieceExplanation":
+        data = piece.encode("utf-8")
+        start = [data[i : i + 1] for i in range(len(data))]
+        symbols = list(start)
+        merges = []
+
+        def record(left, right, rank, position):
+            # Rebuild the symbol list from the joined bytes: slow, but this is for reading.
+            offset = 0  # bpe_merge names a pair by the byte offset of its left symbol
+            for k, s in enumerate(symbols):
+                if offset == position:
+                    symbols[k : k + 2] = [left + right]
+                    break
+                offset += len(s)
+            merges.append(
+                Merge((to_stand_ins(left), to_stand_ins(right)), rank,
+                      tuple(to_stand_ins(s) for s in symbols))
+            )
+
+        final = bpe_merge(start, self._vocab.ranks, on_merge=record)
+        whole = self._vocab.bytes_to_id.get(data)
+        tokens = [data] if whole is not None else final
+        return PieceExplanation(
+            text=piece,
+            bytes=data,
+            stand_ins=to_stand_ins(data),
+            merges=tuple(merges),
+            tokens=tuple(to_stand_ins(t) for t in tokens),
+            ids=tuple(self._vocab.bytes_to_id[t] for t in tokens),
+            whole_token=whole is not None,
+        )
+
+
+def _check_text(text) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"encode expects text as str, got {type(text).__name__}")
+
+
+def _as_id_list(ids) -> list:
+    if isinstance(ids, list):
+        return ids
+    if hasattr(ids, "tolist") and getattr(ids, "ndim", 1) == 1:  # a 1-D NumPy array
+        return ids.tolist()
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        raise TypeError(f"decode expects a sequence of token ids, got {type(ids).__name__}")
+    return list(ids)
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming
+# --------------------------------------------------------------------------------------------
+
+
+class IncrementalDecoder:
+    """Decode a stream of ids one at a time without ever splitting a UTF-8 character.
+
+    A token may end in the middle of a character (an emoji is often three tokens), so the
+    bytes of an incomplete character wait until the tokens that complete it arrive.  Bytes
+    that can never start or continue a valid character come out as U+FFFD as soon as that is
+    certain, exactly as ``bytes.decode("utf-8", "replace")`` would place them, so the joined
+    output of ``feed`` and ``flush`` always equals ``Tokenizer.decode`` of the same ids.
+    """
+
+    def __init__(self, tokenizer: Tokenizer):
+        self._tokenizer = tokenizer
+        # CPython's stateful UTF-8 decoder holds back only a valid-but-unfinished prefix, which
+        # is what makes chunked decoding agree with one-shot decoding.
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, token_id: int) -> str:
+        """Add one token; return the characters it completes (possibly "")."""
+        return self._utf8.decode(self._tokenizer.token_bytes(token_id))
+
+    def flush(self) -> str:
+        """End of stream: return what is still held (an unfinished character becomes U+FFFD)
+        and start afresh."""
+        text = self._utf8.decode(b"", final=True)
+        self._utf8.reset()
+        return text
+
+    @property
+    def pending(self) -> bytes:
+        """Bytes received but not yet returned (part of a character)."""
+        return self._utf8.getstate()[0]
+
+
+# --------------------------------------------------------------------------------------------
+# The reader's view
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Merge:
+    """One BPE step: ``pair`` joined (by the rank of the token it forms), giving ``symbols``."""
+
+    pair: tuple[str, str]
+    rank: int
+    symbols: tuple[str, ...]
+
+    def __repr__(self) -> str:
+        a, b = self.pair
+        return (f"Merge({a!r} + {b!r} -> {a + b!r} (rank {self.rank}); "
+                f"symbols: {' '.join(self.symbols)})")
+
+
+@dataclass(frozen=True)
+class PieceExplanation:
+    """One pre-tokenized piece and how it became tokens.
+
+    ``stand_ins`` are its bytes as vocabulary characters, ``merges`` the BPE steps in order,
+    ``tokens``/``ids`` the result.  ``whole_token`` says the piece is itself a token and was
+    looked up directly (the merges then show how BPE arrives at the same token).
+    """
+
+    text: str
+    bytes: bytes
+    stand_ins: str
+    merges: tuple[Merge, ...]
+    tokens: tuple[str, ...]
+    ids: tuple[int, ...]
+    whole_token: bool = False
+    special: bool = False
+
+    @classmethod
+    def special_token(cls, text: str, token_id: int) -> "PieceExplanation":
+        data = text.encode("utf-8")
+        return cls(text, data, text, (), (text,), (token_id,), whole_token=True, special=True)
+
+    def __repr__(self) -> str:
+        kind = " special" if self.special else ""
+        return (f"PieceExplanation({self.text!r}{kind}: bytes {self.bytes!r} -> "
+                f"{' '.join(self.stand_ins)} -> {len(self.merges)} merges -> "
+                f"{list(self.tokens)} = {list(self.ids)})")
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The work of ``encode`` on one text: ``pieces`` in order and the final ``ids``."""
+
+    text: str
+    pieces: tuple[PieceExplanation, ...]
+    ids: list[int] = field(default_factory=list)
+
+    def table(self) -> str:
+        """A plain-text table: one row per piece."""
+        rows = [("piece", "bytes", "stand-ins", "merges", "tokens", "ids")]
+        for p in self.pieces:
+            rows.append((repr(p.text), p.bytes.hex(" "), p.stand_ins,
+                         "special" if p.special else str(len(p.merges)),
+                         " ".join(p.tokens), " ".join(map(str, p.ids))))
+        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"Explanation({self.text!r}: {len(self.pieces)} pieces, "
+                f"{len(self.ids)} ids)\n{self.table()}")
+
+    __str__ = table
