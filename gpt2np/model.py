@@ -380,7 +380,7 @@ class GPT2:
         positions = np.maximum(start[:, None] + np.cumsum(real, axis=1) - 1, 0)  # [B, T]
         if cache is not None:
             cache.mask[:, past:past + T] = real
-            cache.next_position = start + T
+            cache.next_position = start + real.sum(axis=1)
             real = cache.mask[:, :past + T]  # [B, S]: which keys are real tokens
         mask = self._attention_mask(real, T)  # [B, 1, T, S] or [T, S] or None
 
