@@ -519,14 +519,15 @@ class GPT2:
                  repetition_penalty=None, seed=None, stop_ids=None):
         """Continue ``ids`` by up to ``max_new_tokens`` tokens and return the new ids only.
 
-        ids ``[T]`` -> ``[N]``; ids ``[B, T]`` (no padding) -> ``[B, N]``.  Greedy decoding
-        (temperature 0: always the most likely token) on the KV cache.  ``stop_ids``: stop once
-        every row has produced one of these ids (it is included; finished rows repeat it).
+        A thin door into :func:`gpt2np.sampling.generate_ids` (see there): ids ``[T]`` -> a
+        list of new ids; a ragged batch (list of sequences of any lengths) or ``[B, T]`` -> a
+        list of lists.  Greedy by default; each row stops at one of ``stop_ids`` (default
+        ``<|endoftext|>``; not returned) or after ``max_new_tokens``.  Runs on the KV cache.
         """
-        if temperature or top_p is not None or repetition_penalty is not None or top_k not in (None, 1):
-            raise NotImplementedError("sampling (temperature > 0, top_k, top_p, repetition_penalty) "
-                                      "is not available yet; only greedy decoding (temperature=0)")
-        return self._generate_greedy(ids, max_new_tokens, stop_ids)
+        from .sampling import EOT, generate_ids
+
+        return generate_ids(self, ids, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed,
+                            (EOT,) if stop_ids is None else stop_ids)
 
     def _generate_greedy(self, ids, max_new_tokens, stop_ids=None):
         ids, single = self._check_ids(ids)
