@@ -1,0 +1,310 @@
+"""Downloads against a local HTTP server on 127.0.0.1 started by the tests.
+
+The server serves a tiny checkpoint (the committed TF fixture plus a small fake tokenizer file)
+under a fake size "tiny" added to the registry, and can be told to drop the connection
+part-way, ignore Range, return errors or lie about a file's size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import pathlib
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+from gpt2np import hub
+from gpt2np.formats import WeightsError, flatten, load_npz
+from gpt2np.formats.names import flat_to_tf
+
+FIX = pathlib.Path(__file__).parent / "fixtures" / "tf_tiny"
+DATA = "model.ckpt.data-00000-of-00001"
+VOCAB = b"#version: 0.2\nh e\n"  # stands in for a tokenizer file checked by sha256
+HP = {"n_vocab": 20, "n_ctx": 8, "n_embd": 8, "n_head": 2, "n_layer": 2}
+
+
+def tiny_files() -> dict[str, bytes]:
+    files = {p.name: p.read_bytes() for p in (FIX / "gpt2").iterdir()}
+    files["vocab.bpe"] = VOCAB
+    return files
+
+
+class Server:
+    """Serves ``files`` at /<size>/<name>; behaviour switches are plain attributes."""
+
+    def __init__(self, files: dict, size: str = "tiny"):
+        self.files = {f"/{size}/{k}": v for k, v in files.items()}
+        self.requests: list[tuple[str, str | None]] = []
+        self.drop_after: dict[str, int] = {}  # path -> bytes sent before closing (once)
+        self.ignore_range = False
+        self.status: dict[str, list[int]] = {}  # path -> statuses to return first
+        self.lie_length: dict[str, int] = {}  # path -> Content-Length to claim
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                rng = self.headers.get("Range")
+                server.requests.append((self.path, rng))
+                if self.path in server.status and server.status[self.path]:
+                    self.send_error(server.status[self.path].pop(0))
+                    return
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                if rng and not server.ignore_range:
+                    start = int(rng.split("=")[1].split("-")[0])
+                    if start >= len(body):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(body)}")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                part = body[start:]
+                self.send_header("Content-Length", str(server.lie_length.get(self.path, len(part))))
+                self.end_headers()
+                cut = server.drop_after.pop(self.path, None)
+                if cut is not None:
+                    self.wfile.write(part[:cut])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(part)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = Server(tiny_files())
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def tiny(monkeypatch, tmp_path):
+    """Register the fake size "tiny" with exact sizes and a sha256 for vocab.bpe; isolate the env."""
+    files = tiny_files()
+    spec = hub.ModelSpec("tiny", HP, {k: len(v) for k, v in files.items()},
+                         sha256={"vocab.bpe": hashlib.sha256(VOCAB).hexdigest()})
+    monkeypatch.setitem(hub.MODELS, "tiny", spec)
+    for var in ("GPT2NP_HOME", "GPT2NP_BASE_URL", "GPT2NP_OFFLINE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(hub.time, "sleep", lambda s: None)  # no real backoff waits in tests
+    return spec
+
+
+def fetch(server, tmp_path, **kw):
+    return hub.pretrained_npz("tiny", base_url=server.url, cache_dir=tmp_path / "cache", progress=False, **kw)
+
+
+def check_npz(path):
+    hp, params = load_npz(path)
+    assert hp == HP
+    want = np.load(FIX / "gpt2_expected.npz")
+    for name, arr in flatten(params).items():
+        tf = want[flat_to_tf(name)]
+        np.testing.assert_array_equal(arr, tf[0] if name.endswith(".w") else tf, err_msg=name)
+
+
+def no_leftovers(folder: pathlib.Path):
+    return [p.name for p in folder.rglob("*") if p.name.endswith((".part", ".tmp"))]
+
+
+def test_complete_download_convert_and_cache(server, tiny, tmp_path):
+    path = fetch(server, tmp_path)
+    assert path == tmp_path / "cache" / "gpt2-tiny.npz"
+    check_npz(path)
+    for name, body in tiny_files().items():
+        assert (tmp_path / "cache" / "tiny" / name).read_bytes() == body
+    assert not no_leftovers(tmp_path / "cache")
+    n = len(server.requests)
+    assert n == len(tiny_files()) and all(r is None for _, r in server.requests)
+    assert fetch(server, tmp_path) == path  # second call: from the cache, no request
+    assert len(server.requests) == n
+
+
+def test_resume_after_dropped_connection(server, tiny, tmp_path):
+    path = f"/tiny/{DATA}"
+    server.drop_after[path] = 3072
+    fetch(server, tmp_path, chunk_size=1024)  # the bytes of complete chunks are kept
+    data_requests = [r for p, r in server.requests if p == path]
+    assert data_requests == [None, "bytes=3072-"]
+    assert (tmp_path / "cache" / "tiny" / DATA).read_bytes() == tiny_files()[DATA]
+
+
+def test_server_ignoring_range_restarts(server, tiny, tmp_path):
+    path = f"/tiny/{DATA}"
+    server.drop_after[path] = 1024
+    server.ignore_range = True
+    dest = hub.download_file(server.url + path, tmp_path / DATA, len(tiny_files()[DATA]), progress=False,
+                             chunk_size=512)
+    assert [r for p, r in server.requests if p == path] == [None, "bytes=1024-"]
+    assert dest.read_bytes() == tiny_files()[DATA]
+
+
+def test_partial_file_from_an_earlier_run_is_resumed(server, tiny, tmp_path):
+    body = tiny_files()[DATA]
+    (tmp_path / (DATA + ".part")).write_bytes(body[:123])
+    hub.download_file(server.url + f"/tiny/{DATA}", tmp_path / DATA, len(body), progress=False)
+    assert server.requests == [(f"/tiny/{DATA}", "bytes=123-")]
+    assert (tmp_path / DATA).read_bytes() == body
+
+
+def test_transient_errors_are_retried(server, tiny, tmp_path):
+    server.status["/tiny/hparams.json"] = [503, 429]
+    check_npz(fetch(server, tmp_path))
+    assert [p for p, _ in server.requests].count("/tiny/hparams.json") == 3
+
+
+def test_persistent_5xx_gives_up(server, tiny, tmp_path):
+    server.status["/tiny/hparams.json"] = [500] * 10
+    with pytest.raises(hub.DownloadError, match=r"HTTP 500 .*hparams.json \(after 3 attempts\)"):
+        fetch(server, tmp_path, retries=2)
+
+
+def test_404(server, tiny, tmp_path):
+    del server.files[f"/tiny/{DATA}"]
+    with pytest.raises(hub.DownloadError, match=rf"HTTP 404 .* for {server.url}/tiny/{DATA}"):
+        fetch(server, tmp_path)
+    assert not (tmp_path / "cache" / "tiny" / DATA).exists()
+    assert not (tmp_path / "cache" / "gpt2-tiny.npz").exists()
+
+
+def test_size_mismatch_refused(server, tiny, tmp_path):
+    server.files[f"/tiny/{DATA}"] += b"extra"
+    with pytest.raises(hub.DownloadError, match=r"reports \d+ bytes, expected \d+; refusing"):
+        fetch(server, tmp_path)
+    assert not (tmp_path / "cache" / "tiny" / DATA).exists()
+    assert not no_leftovers(tmp_path / "cache")
+
+
+def test_final_size_checked_when_server_lies(server, tiny, tmp_path):
+    """Content-Length agrees with the registry but the body is short: retried, then refused."""
+    body = tiny_files()[DATA]
+    server.files[f"/tiny/{DATA}"] = body[:-8]
+    server.lie_length[f"/tiny/{DATA}"] = len(body)
+    with pytest.raises(hub.DownloadError):
+        hub.download_file(server.url + f"/tiny/{DATA}", tmp_path / DATA, len(body), progress=False, retries=1)
+    assert not (tmp_path / DATA).exists()
+
+
+def test_sha256_mismatch_refused(server, tiny, tmp_path):
+    server.files["/tiny/vocab.bpe"] = VOCAB.replace(b"h e", b"e h")  # same size, other bytes
+    with pytest.raises(hub.DownloadError, match="sha256 .* does not match"):
+        fetch(server, tmp_path)
+    assert not (tmp_path / "cache" / "tiny" / "vocab.bpe").exists()
+    assert not no_leftovers(tmp_path / "cache")
+
+
+def test_corrupt_tensor_names_the_tensor_and_is_deleted(server, tiny, tmp_path):
+    body = bytearray(tiny_files()[DATA])
+    body[-3] ^= 0xFF  # the last tensor in sorted order: model/wte
+    server.files[f"/tiny/{DATA}"] = bytes(body)
+    with pytest.raises(WeightsError, match="tensor model/wte fails its CRC32C"):
+        fetch(server, tmp_path)
+    assert not (tmp_path / "cache" / "tiny" / DATA).exists()
+    assert not (tmp_path / "cache" / "gpt2-tiny.npz").exists()
+    server.files[f"/tiny/{DATA}"] = tiny_files()[DATA]  # the next call downloads it anew
+    check_npz(fetch(server, tmp_path))
+
+
+def test_wrong_hparams_for_the_size(server, tiny, monkeypatch, tmp_path):
+    monkeypatch.setitem(hub.MODELS, "tiny", hub.ModelSpec("tiny", {**HP, "n_head": 4}, tiny.files, sha256=tiny.sha256))
+    with pytest.raises(WeightsError, match="expected .* for tiny"):
+        fetch(server, tmp_path)
+
+
+def test_offline(server, tiny, monkeypatch, tmp_path):
+    monkeypatch.setenv("GPT2NP_OFFLINE", "1")
+    with pytest.raises(hub.DownloadError, match=r"offline .* not in the cache"):
+        fetch(server, tmp_path)
+    assert server.requests == []
+    monkeypatch.delenv("GPT2NP_OFFLINE")
+    path = fetch(server, tmp_path)
+    n = len(server.requests)
+    path.unlink()  # checkpoint files are cached: offline conversion works without the network
+    monkeypatch.setenv("GPT2NP_OFFLINE", "1")
+    check_npz(fetch(server, tmp_path))
+    assert len(server.requests) == n
+
+
+def test_mirror_env_var_and_cache_env(server, tiny, monkeypatch, tmp_path):
+    monkeypatch.setenv("GPT2NP_BASE_URL", server.url + "/")
+    monkeypatch.setenv("GPT2NP_HOME", str(tmp_path / "home"))
+    path = hub.pretrained_npz("tiny", progress=False)
+    assert path == tmp_path / "home" / "gpt2-tiny.npz"
+    assert server.requests and all(p.startswith("/tiny/") for p, _ in server.requests)
+    check_npz(path)
+
+
+def test_local_folder_mirror(tiny, tmp_path):
+    for name, body in tiny_files().items():
+        (tmp_path / "mirror" / "tiny").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "mirror" / "tiny" / name).write_bytes(body)
+    check_npz(hub.pretrained_npz("tiny", base_url=str(tmp_path / "mirror"), cache_dir=tmp_path / "c", progress=False))
+    (tmp_path / "mirror" / "tiny" / "vocab.bpe").unlink()
+    with pytest.raises(hub.DownloadError, match="not found in the local mirror"):
+        hub.pretrained_npz("tiny", base_url=(tmp_path / "mirror").as_uri(), cache_dir=tmp_path / "d", progress=False)
+
+
+def test_cache_folder_resolution(monkeypatch, tmp_path):
+    for var in ("GPT2NP_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert hub.cache_folder() == tmp_path / ".cache" / "gpt2np"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert hub.cache_folder() == tmp_path / "xdg" / "gpt2np"
+    monkeypatch.setenv("GPT2NP_HOME", str(tmp_path / "h"))
+    assert hub.cache_folder() == tmp_path / "h"
+    assert hub.cache_folder(tmp_path / "x") == tmp_path / "x"
+
+
+def test_unknown_size_lists_known_ones():
+    with pytest.raises(hub.DownloadError, match=r"unknown model size '7B'; known sizes: 124M, 355M, 774M, 1558M"):
+        hub.pretrained_npz("7B")
+    assert hub.get_spec("117M").size == "124M"
+
+
+def test_network_unreachable_says_what_to_do(tiny, tmp_path):
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    with pytest.raises(hub.DownloadError, match=r"cannot reach 127\.0\.0\.1.*GPT2NP_BASE_URL.*gpt2np convert"):
+        hub.pretrained_npz("tiny", base_url=f"http://127.0.0.1:{port}", cache_dir=tmp_path, progress=False, retries=1)
+    assert not no_leftovers(tmp_path)
+
+
+def test_registry_matches_formats_doc():
+    """Sizes from formats.md 3.2; exact where observed, None (approximate) where only calculated."""
+    s = hub.MODELS["124M"]
+    assert s.files["model.ckpt.data-00000-of-00001"] == 124_439_808 * 4
+    assert s.files["model.ckpt.index"] == 5215 and s.files["hparams.json"] == 90
+    assert hub.MODELS["355M"].files["model.ckpt.data-00000-of-00001"] == 354_823_168 * 4
+    assert hub.MODELS["774M"].files["model.ckpt.data-00000-of-00001"] == 774_030_080 * 4
+    assert hub.MODELS["1558M"].files["model.ckpt.data-00000-of-00001"] == 1_557_611_200 * 4
+    assert hub.MODELS["774M"].files["model.ckpt.index"] is None  # approximate: never enforced
+    for spec in hub.MODELS.values():
+        assert "model.ckpt.meta" not in spec.files
+        d, L = spec.hparams["n_embd"], spec.hparams["n_layer"]
+        n = 50257 * d + 1024 * d + L * (12 * d * d + 13 * d) + 2 * d
+        assert spec.files["model.ckpt.data-00000-of-00001"] == 4 * n
