@@ -17,7 +17,52 @@ class CLIError(Exception):
 
 
 # --- tokenize (tokenizer issue) -------------------------------------------------
-# TOKENIZE-SECTION
+def _add_tokenize(sub) -> None:
+    p = sub.add_parser(
+        "tokenize",
+        help="text -> GPT-2 token ids and their pieces (or ids -> text with --decode)",
+        description="Show how GPT-2 tokenizes TEXT: one row per token with its id and the text "
+        "(or bytes) it stands for.  With --decode, the arguments are token ids and the command "
+        "prints their text.  Without arguments, reads standard input.",
+    )
+    p.add_argument("items", nargs="*", metavar="TEXT_OR_ID",
+                   help="text to encode (several arguments are joined by spaces), or ids with --decode")
+    p.add_argument("--decode", action="store_true", help="read the arguments as token ids and print their text")
+    p.add_argument("--ids", action="store_true", help="print only the ids, separated by spaces")
+    p.add_argument("--allow-special", action="store_true",
+                   help="encode '<|endoftext|>' as the special token 50256 (default: as ordinary text)")
+    p.set_defaults(func=_run_tokenize)
+
+
+def _run_tokenize(args) -> int:
+    from .tokenizer import Tokenizer
+
+    tok = Tokenizer.gpt2()
+    text = " ".join(args.items) if args.items else sys.stdin.read()
+    if args.decode:
+        ids = []
+        for word in text.replace(",", " ").split():
+            try:
+                ids.append(int(word))
+            except ValueError:
+                raise CLIError(f"not a token id: {word!r} (ids are integers from 0 to {tok.n_vocab - 1})") from None
+        sys.stdout.write(tok.decode(ids) + "\n")
+        return 0
+    ids = tok.encode(text, allowed_special="all" if args.allow_special else set(), disallowed_special=())
+    if args.ids:
+        print(" ".join(map(str, ids)))
+        return 0
+    width = max(5, len(str(max(ids, default=0))))
+    print(f"{'id':>{width}}  piece")
+    for token_id in ids:
+        data = tok.decode_bytes([token_id])
+        try:
+            piece = repr(data.decode("utf-8"))
+        except UnicodeDecodeError:  # part of a character: show the bytes
+            piece = repr(data)
+        print(f"{token_id:>{width}}  {piece}")
+    print(f"{len(ids)} tokens, {len(text)} characters, {len(text.encode('utf-8', 'surrogatepass'))} bytes")
+    return 0
 
 
 # --- download / convert / info (weights issue) ----------------------------------
