@@ -66,11 +66,395 @@ def _run_tokenize(args) -> int:
 
 
 # --- download / convert / info (weights issue) ----------------------------------
-# WEIGHTS-SECTION
+def _is_size_name(spec: str) -> bool:
+    from . import hub
+
+    return spec in hub.MODELS or spec in hub.ALIASES
+
+
+def _read_weights(spec: str, verify: bool = True, hparams: dict | None = None):
+    """(description, hparams, params tree) of a TF folder/.index, .safetensors, .npz or a cached size."""
+    import pathlib
+
+    from . import formats, hub
+
+    path = pathlib.Path(spec)
+    if path.is_dir() or path.suffix == ".index":
+        return "TensorFlow checkpoint", *formats.read_tf_checkpoint(path, verify=verify)
+    if path.suffix == ".safetensors":
+        return "safetensors", *formats.read_safetensors_model(path, hparams)
+    if path.suffix == ".npz":
+        return "gpt2np .npz", *formats.load_npz(path)
+    if path.exists():
+        raise CLIError(f"{spec}: unknown kind of file (expected a TF checkpoint folder, .safetensors or .npz)")
+    if _is_size_name(spec):
+        npz = hub.npz_path(spec)
+        if not npz.is_file():
+            raise CLIError(f"{spec} is not in the cache {npz.parent}; run `gpt2np download {spec}` first")
+        return f"cached {hub.get_spec(spec).size} ({npz})", *formats.load_npz(npz)
+    raise CLIError(f"{spec}: no such file or folder, and not a known size "
+                   f"({', '.join(hub.MODELS)})")
+
+
+def load_model_arg(spec, base_url=None):
+    """Turn a ``--model`` argument into a GPT2.
+
+    ``spec`` is a size name ("124M", ..., downloaded and converted once into the cache), a
+    TensorFlow checkpoint folder (or its ``.index`` file), a ``.safetensors`` file or an ``.npz``
+    written by ``gpt2np convert`` / ``GPT2.save``.
+    """
+    import pathlib
+
+    from .model import GPT2
+
+    spec = str(spec)
+    path = pathlib.Path(spec)
+    if path.is_dir() or path.suffix == ".index":
+        return GPT2.from_tf_checkpoint(path)
+    if path.suffix == ".safetensors":
+        return GPT2.from_safetensors(path)
+    if path.suffix == ".npz":
+        return GPT2.load(path)
+    if not path.exists() and _is_size_name(spec):
+        return GPT2.from_pretrained(spec, base_url=base_url)
+    _read_weights(spec)  # raises the right one-line error
+    raise CLIError(f"{spec}: cannot load this as a model")
+
+
+def _add_download(sub):
+    p = sub.add_parser("download", help="download, verify and convert OpenAI's checkpoint into the cache",
+                       description="Download OpenAI's GPT-2 checkpoint files for SIZE, verify them (sizes, "
+                                   "tensor CRC32C, tokenizer sha256), convert them once to .npz in the cache "
+                                   "($GPT2NP_HOME, else $XDG_CACHE_HOME/gpt2np, else ~/.cache/gpt2np) and "
+                                   "print its path.")
+    p.add_argument("size", metavar="SIZE", help="124M, 355M, 774M or 1558M")
+    p.add_argument("--base-url", help="mirror URL or folder holding SIZE/FILE (default $GPT2NP_BASE_URL, else OpenAI)")
+    p.add_argument("--cache-dir", help="cache folder (default $GPT2NP_HOME, ...)")
+    p.add_argument("--source", choices=["openai", "huggingface"], default="openai",
+                   help="OpenAI's TF checkpoint (default) or Hugging Face's model.safetensors")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_download)
+
+
+def _run_download(args):
+    from . import hub
+
+    path = hub.pretrained_npz(args.size, base_url=args.base_url, cache_dir=args.cache_dir,
+                              progress=not args.quiet, source=args.source)
+    print(path)
+
+
+def _add_convert(sub):
+    p = sub.add_parser("convert", help="convert a TF checkpoint folder or .safetensors file to .npz",
+                       description="Read SRC (a TensorFlow checkpoint folder such as OpenAI's models/124M, "
+                                   "or a Hugging Face .safetensors file) and write OUT.npz for GPT2.load.")
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.npz")
+    p.add_argument("--no-verify", action="store_true", help="skip the tensor CRC32C checks (TF checkpoints)")
+    p.add_argument("--hparams", metavar="JSON",
+                   help="hparams.json for a .safetensors file (default: inferred, n_head = n_embd // 64)")
+    p.set_defaults(func=_run_convert)
+
+
+def _run_convert(args):
+    import json
+    import pathlib
+
+    from . import formats
+
+    hparams = None
+    if args.hparams:
+        hparams = formats.check_hparams(json.loads(pathlib.Path(args.hparams).read_text()), args.hparams)
+    if not pathlib.Path(args.src).exists():
+        raise CLIError(f"{args.src}: no such file or folder")
+    kind, hparams, params = _read_weights(args.src, verify=not args.no_verify, hparams=hparams)
+    out = pathlib.Path(args.output)
+    if out.suffix != ".npz":
+        raise CLIError(f"{out}: the output must end in .npz")
+    formats.save_npz(out, hparams, params)
+    n = sum(a.size for a in formats.flatten(params).values())
+    print(f"{out}: {n:,} parameters from {kind} {args.src}")
+
+
+def _add_info(sub):
+    p = sub.add_parser("info", help="config, parameter count and tensor table of a model",
+                       description="MODEL is a size name already in the cache, a TF checkpoint folder, "
+                                   "a .safetensors file or an .npz.")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--hparams", metavar="JSON", help="hparams.json for a .safetensors file (default: inferred)")
+    p.set_defaults(func=_run_info)
+
+
+def _run_info(args):
+    import json
+    import pathlib
+
+    from . import formats
+
+    hparams = None
+    if args.hparams:
+        hparams = formats.check_hparams(json.loads(pathlib.Path(args.hparams).read_text()), args.hparams)
+    kind, hparams, params = _read_weights(args.model, verify=False, hparams=hparams)
+    flat = formats.flatten(params)
+    n = sum(a.size for a in flat.values())
+    nbytes = sum(a.nbytes for a in flat.values())
+    print(f"{args.model}: {kind}")
+    print("config: " + ", ".join(f"{k}={v}" for k, v in hparams.items()))
+    print(f"parameters: {n:,} ({nbytes / 2**20:.1f} MiB)")
+    width = max(len(k) for k in flat)
+    for name, a in flat.items():
+        print(f"  {name:<{width}}  {str(list(a.shape)):<14} {a.dtype}")
 
 
 # --- generate / summarize / translate / answer / score (generation issue) -------
 # GENERATION-SECTION
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
+def _float_in(low: float, high: float | None, low_open: bool, what: str):
+    """argparse type: a finite float in the range [low or (low, high]."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        ok = (value > low if low_open else value >= low) and (high is None or value <= high)
+        if not ok or value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+
+    return parse
+
+
+_temperature = _float_in(0.0, None, False, "a number >= 0 (0 = greedy)")
+_probability = _float_in(0.0, 1.0, True, "a probability with 0 < p <= 1")
+_penalty = _float_in(0.0, None, True, "a number > 0 (1 = no penalty)")
+
+
+def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Report bad arguments of this subcommand in one line (no usage block), exit status 2."""
+
+    def error(message: str):
+        parser.exit(2, f"{parser.prog}: error: {message} (see {parser.prog} --help)\n")
+
+    parser.error = error
+    return parser
+
+
+def _gen_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="124M",
+                   help="a size (124M, 355M, 774M, 1558M; downloaded once), a folder with a TF checkpoint, "
+                        "a .safetensors or an .npz file (default: 124M)")
+    p.add_argument("--base-url", default=None, help="download mirror for the sizes (default: $GPT2NP_BASE_URL or OpenAI)")
+
+
+def _gen_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int = 50) -> None:
+    p.add_argument("--max-new-tokens", type=_nonnegative_int, default=max_new_tokens,
+                   help=f"at most this many new tokens (default: {max_new_tokens})")
+    p.add_argument("--temperature", type=_temperature, default=0.0,
+                   help="0 = greedy (default), 1 = the model's distribution")
+    p.add_argument("--top-k", type=_positive_int, default=None, help="sample among the k most likely tokens")
+    p.add_argument("--top-p", type=_probability, default=None, help="nucleus sampling: smallest set with this mass")
+    p.add_argument("--repetition-penalty", type=_penalty, default=None, help="> 1 discourages repeating tokens")
+    p.add_argument("--seed", type=_nonnegative_int, default=None, help="random seed for reproducible sampling")
+
+
+def _generation_model(args):
+    """The model named by --model: through the weights section's load_model_arg when it is
+    there, else by the same rules here (size, TF folder, .safetensors, .npz)."""
+    import inspect
+    import pathlib
+
+    from .model import GPT2
+
+    loader = globals().get("load_model_arg")
+    if loader is not None:
+        if "base_url" in inspect.signature(loader).parameters:
+            return loader(args.model, base_url=args.base_url)
+        return loader(args.model)
+    spec = args.model
+    path = pathlib.Path(spec)
+    if path.is_dir():
+        return GPT2.from_tf_checkpoint(path)
+    if path.suffix.lower() in (".safetensors", ".npz"):
+        if not path.is_file():
+            raise CLIError(f"--model {spec}: no such file")
+        return GPT2.from_safetensors(path) if path.suffix.lower() == ".safetensors" else GPT2.load(path)
+    if "/" in spec or "\\" in spec or path.suffix:
+        raise CLIError(f"--model {spec}: not found; expected a size (124M, 355M, 774M, 1558M), "
+                       "a TF checkpoint folder, a .safetensors or an .npz file")
+    return GPT2.from_pretrained(spec, base_url=args.base_url)
+
+
+def _read_text_arg(value: str | None, what: str) -> str:
+    """A command-line text, or standard input when it is omitted or "-"."""
+    if value is None or value == "-":
+        if sys.stdin is None or sys.stdin.isatty():
+            raise CLIError(f"give the {what} as an argument or pipe it on standard input")
+        return sys.stdin.read()
+    return value
+
+
+def _read_file_arg(path: str, what: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise CLIError(f"{what} file {path}: no such file") from None
+    except UnicodeDecodeError as err:
+        raise CLIError(f"{what} file {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def _add_generate(sub) -> None:
+    p = _one_line_errors(sub.add_parser("generate", help="continue a prompt",
+                                        description="Continue PROMPT (or standard input) with GPT-2."))
+    p.add_argument("prompt", nargs="?", default=None, help='the prompt text ("-" or omitted: read standard input)')
+    _gen_model_args(p)
+    _gen_sampling_args(p)
+    p.add_argument("--stop", action="append", default=None, metavar="TEXT",
+                   help="end the text before this string (repeatable)")
+    p.add_argument("--no-stream", dest="stream", action="store_false", help="print the text only when it is complete")
+    p.add_argument("--echo", action="store_true", help="print the prompt before its continuation")
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args) -> int:
+    from .sampling import generate
+    from .tokenizer import Tokenizer
+
+    prompt = _read_text_arg(args.prompt, "prompt")
+    model, tok = _generation_model(args), Tokenizer.gpt2()
+    out = generate(model, tok, prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                   top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                   seed=args.seed, stop=args.stop, stream=args.stream)
+    if args.echo:
+        print(prompt, end="", flush=True)
+    for piece in out if args.stream else [out]:
+        print(piece, end="", flush=True)
+    print()
+    return 0
+
+
+def _add_summarize(sub) -> None:
+    p = _one_line_errors(sub.add_parser("summarize", help='summarize an article ("TL;DR:")',
+                                        description="Summarize an article as in the GPT-2 paper: article + "
+                                                    "'TL;DR:', top-k 2 sampling, 100 tokens, first 3 sentences."))
+    p.add_argument("file", nargs="?", default="-", help="the article (a UTF-8 text file; - = standard input)")
+    _gen_model_args(p)
+    p.add_argument("--max-new-tokens", type=_positive_int, default=100, help="tokens to generate (default: 100)")
+    p.add_argument("--top-k", type=_positive_int, default=2, help="top-k sampling (default: 2)")
+    p.add_argument("--temperature", type=_temperature, default=1.0, help="(default: 1)")
+    p.add_argument("--sentences", type=_positive_int, default=3, help="sentences to keep (default: 3)")
+    p.add_argument("--seed", type=_nonnegative_int, default=None, help="random seed")
+    p.set_defaults(func=_run_summarize)
+
+
+def _run_summarize(args) -> int:
+    from .tasks import summarize
+    from .tokenizer import Tokenizer
+
+    article = _read_file_arg(args.file, "article")
+    print(summarize(_generation_model(args), Tokenizer.gpt2(), article, max_new_tokens=args.max_new_tokens,
+                    top_k=args.top_k, temperature=args.temperature, sentences=args.sentences, seed=args.seed))
+    return 0
+
+
+def _add_translate(sub) -> None:
+    p = _one_line_errors(sub.add_parser("translate", help="translate a sentence (English to French by default)",
+                                        description="Translate as in the GPT-2 paper: example lines "
+                                                    "'english = french', then 'SENTENCE =', greedy, first line."))
+    p.add_argument("sentence", nargs="?", default=None, help='the sentence ("-" or omitted: standard input)')
+    _gen_model_args(p)
+    p.add_argument("--examples", default=None, metavar="FILE",
+                   help="example pairs (.tsv: source<TAB>target per line, or .json list of pairs)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="(default: 64)")
+    p.set_defaults(func=_run_translate)
+
+
+def _run_translate(args) -> int:
+    from .tasks import load_pairs, translate
+    from .tokenizer import Tokenizer
+
+    sentence = _read_text_arg(args.sentence, "sentence")
+    examples = None if args.examples is None else load_pairs(args.examples)
+    print(translate(_generation_model(args), Tokenizer.gpt2(), sentence, examples=examples,
+                    max_new_tokens=args.max_new_tokens))
+    return 0
+
+
+def _add_answer(sub) -> None:
+    p = _one_line_errors(sub.add_parser("answer", help="answer a question (optionally about a document)",
+                                        description="Answer as in the GPT-2 paper: document, example Q/A pairs, "
+                                                    "'Q: QUESTION A:', greedy, first line."))
+    p.add_argument("question", nargs="?", default=None, help='the question ("-" or omitted: standard input)')
+    _gen_model_args(p)
+    p.add_argument("--document", default=None, metavar="FILE", help="a text the question is about")
+    p.add_argument("--examples", default=None, metavar="FILE",
+                   help="example question/answer pairs (.tsv or .json, as for translate)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=32, help="(default: 32)")
+    p.set_defaults(func=_run_answer)
+
+
+def _run_answer(args) -> int:
+    from .tasks import answer, load_pairs
+    from .tokenizer import Tokenizer
+
+    question = _read_text_arg(args.question, "question")
+    document = None if args.document is None else _read_file_arg(args.document, "document")
+    examples = None if args.examples is None else load_pairs(args.examples)
+    print(answer(_generation_model(args), Tokenizer.gpt2(), question, document=document, examples=examples,
+                 max_new_tokens=args.max_new_tokens))
+    return 0
+
+
+def _add_score(sub) -> None:
+    p = _one_line_errors(sub.add_parser("score", help="perplexity of a text file (sliding window)",
+                                        description="Token count, mean negative log-likelihood and perplexity "
+                                                    "of FILE, with the sliding window of transformers' guide."))
+    p.add_argument("file", help="a UTF-8 text file (- = standard input)")
+    _gen_model_args(p)
+    p.add_argument("--max-length", type=_positive_int, default=None, help="window length (default: n_ctx)")
+    p.add_argument("--stride", type=_positive_int, default=None,
+                   help="tokens between window starts (default: min(512, window length))")
+    p.set_defaults(func=_run_score)
+
+
+def _run_score(args) -> int:
+    from .sampling import perplexity
+    from .tokenizer import Tokenizer
+
+    text = _read_file_arg(args.file, "text")
+    ids = Tokenizer.gpt2().encode(text, allowed_special="all")
+    if len(ids) < 2:
+        raise CLIError(f"{args.file}: {len(ids)} token(s); scoring needs at least 2")
+    result = perplexity(_generation_model(args), ids, max_length=args.max_length, stride=args.stride)
+    print(f"tokens scored: {result.n_tokens}")
+    print(f"mean NLL: {result.nll:.4f} nats/token")
+    print(f"perplexity: {result.ppl:.4f}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

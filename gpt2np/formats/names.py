@@ -95,10 +95,24 @@ def check_flat(flat: dict, hparams: dict, source: str, file_names=None) -> None:
                                f"found {tuple(flat[name].shape)}")
 
 
+_TOP_ORDER = {"wte": 0, "wpe": 1, "blocks": 2, "ln_f": 3}
+_BLOCK_ORDER = {name: i for i, name in enumerate(_BLOCK_SHAPES)}
+
+
+def canonical_order(name: str):
+    """Sort key giving the tree's natural order: wte, wpe, blocks 0..L-1 (ln_1, attn, ln_2, mlp), ln_f."""
+    parts = name.split(".")
+    if parts[0] == "blocks" and len(parts) > 2 and parts[1].isdigit():
+        return (2, int(parts[1]), _BLOCK_ORDER.get(".".join(parts[2:]), 99), name)
+    return (_TOP_ORDER.get(parts[0], 9), 0, {"g": 0, "b": 1}.get(parts[-1], 0), name)
+
+
 def unflatten(flat: dict, n_layer: int) -> dict:
-    """``{"blocks.0.ln_1.g": a, ...}`` -> the nested params tree (blocks as a list)."""
-    tree: dict = {"blocks": [{} for _ in range(n_layer)]}
-    for name, value in flat.items():
+    """``{"blocks.0.ln_1.g": a, ...}`` -> the nested params tree (blocks as a list), in natural order."""
+    tree: dict = {"wte": None, "wpe": None, "blocks": [{} for _ in range(n_layer)]}
+    for name in [k for k in ("wte", "wpe") if k not in flat]:
+        del tree[name]
+    for name, value in sorted(flat.items(), key=lambda kv: canonical_order(kv[0])):
         parts = name.split(".")
         node = tree
         if parts[0] == "blocks":
