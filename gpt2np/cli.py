@@ -456,6 +456,253 @@ def _run_score(args) -> int:
     print(f"perplexity: {result.ppl:.4f}")
     return 0
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
+def _float_in(low: float, high: float | None, low_open: bool, what: str):
+    """argparse type: a finite float in the range [low or (low, high]."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        ok = (value > low if low_open else value >= low) and (high is None or value <= high)
+        if not ok or value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+
+    return parse
+
+
+_temperature = _float_in(0.0, None, False, "a number >= 0 (0 = greedy)")
+_probability = _float_in(0.0, 1.0, True, "a probability with 0 < p <= 1")
+_penalty = _float_in(0.0, None, True, "a number > 0 (1 = no penalty)")
+
+
+def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Report bad arguments of this subcommand in one line (no usage block), exit status 2."""
+
+    def error(message: str):
+        parser.exit(2, f"{parser.prog}: error: {message} (see {parser.prog} --help)\n")
+
+    parser.error = error
+    return parser
+
+
+def _gen_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="124M",
+                   help="a size (124M, 355M, 774M, 1558M; downloaded once), a folder with a TF checkpoint, "
+                        "a .safetensors or an .npz file (default: 124M)")
+    p.add_argument("--base-url", default=None, help="download mirror for the sizes (default: $GPT2NP_BASE_URL or OpenAI)")
+
+
+def _gen_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int = 50) -> None:
+    p.add_argument("--max-new-tokens", type=_nonnegative_int, default=max_new_tokens,
+                   help=f"at most this many new tokens (default: {max_new_tokens})")
+    p.add_argument("--temperature", type=_temperature, default=0.0,
+                   help="0 = greedy (default), 1 = the model's distribution")
+    p.add_argument("--top-k", type=_positive_int, default=None, help="sample among the k most likely tokens")
+    p.add_argument("--top-p", type=_probability, default=None, help="nucleus sampling: smallest set with this mass")
+    p.add_argument("--repetition-penalty", type=_penalty, default=None, help="> 1 discourages repeating tokens")
+    p.add_argument("--seed", type=_nonnegative_int, default=None, help="random seed for reproducible sampling")
+
+
+def _generation_model(args):
+    """The model named by --model: through the weights section's load_model_arg when it is
+    there, else by the same rules here (size, TF folder, .safetensors, .npz)."""
+    import inspect
+    import pathlib
+
+    from .model import GPT2
+
+    loader = globals().get("load_model_arg")
+    if loader is not None:
+        if "base_url" in inspect.signature(loader).parameters:
+            return loader(args.model, base_url=args.base_url)
+        return loader(args.model)
+    spec = args.model
+    path = pathlib.Path(spec)
+    if path.is_dir():
+        return GPT2.from_tf_checkpoint(path)
+    if path.suffix.lower() in (".safetensors", ".npz"):
+        if not path.is_file():
+            raise CLIError(f"--model {spec}: no such file")
+        return GPT2.from_safetensors(path) if path.suffix.lower() == ".safetensors" else GPT2.load(path)
+    if "/" in spec or "\\" in spec or path.suffix:
+        raise CLIError(f"--model {spec}: not found; expected a size (124M, 355M, 774M, 1558M), "
+                       "a TF checkpoint folder, a .safetensors or an .npz file")
+    return GPT2.from_pretrained(spec, base_url=args.base_url)
+
+
+def _read_text_arg(value: str | None, what: str) -> str:
+    """A command-line text, or standard input when it is omitted or "-"."""
+    if value is None or value == "-":
+        if sys.stdin is None or sys.stdin.isatty():
+            raise CLIError(f"give the {what} as an argument or pipe it on standard input")
+        return sys.stdin.read()
+    return value
+
+
+def _read_file_arg(path: str, what: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise CLIError(f"{what} file {path}: no such file") from None
+    except UnicodeDecodeError as err:
+        raise CLIError(f"{what} file {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def _add_generate(sub) -> None:
+    p = _one_line_errors(sub.add_parser("generate", help="continue a prompt",
+                                        description="Continue PROMPT (or standard input) with GPT-2."))
+    p.add_argument("prompt", nargs="?", default=None, help='the prompt text ("-" or omitted: read standard input)')
+    _gen_model_args(p)
+    _gen_sampling_args(p)
+    p.add_argument("--stop", action="append", default=None, metavar="TEXT",
+                   help="end the text before this string (repeatable)")
+    p.add_argument("--no-stream", dest="stream", action="store_false", help="print the text only when it is complete")
+    p.add_argument("--echo", action="store_true", help="print the prompt before its continuation")
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args) -> int:
+    from .sampling import generate
+    from .tokenizer import Tokenizer
+
+    prompt = _read_text_arg(args.prompt, "prompt")
+    model, tok = _generation_model(args), Tokenizer.gpt2()
+    out = generate(model, tok, prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                   top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                   seed=args.seed, stop=args.stop, stream=args.stream)
+    if args.echo:
+        print(prompt, end="", flush=True)
+    for piece in out if args.stream else [out]:
+        print(piece, end="", flush=True)
+    print()
+    return 0
+
+
+def _add_summarize(sub) -> None:
+    p = _one_line_errors(sub.add_parser("summarize", help='summarize an article ("TL;DR:")',
+                                        description="Summarize an article as in the GPT-2 paper: article + "
+                                                    "'TL;DR:', top-k 2 sampling, 100 tokens, first 3 sentences."))
+    p.add_argument("file", nargs="?", default="-", help="the article (a UTF-8 text file; - = standard input)")
+    _gen_model_args(p)
+    p.add_argument("--max-new-tokens", type=_positive_int, default=100, help="tokens to generate (default: 100)")
+    p.add_argument("--top-k", type=_positive_int, default=2, help="top-k sampling (default: 2)")
+    p.add_argument("--temperature", type=_temperature, default=1.0, help="(default: 1)")
+    p.add_argument("--sentences", type=_positive_int, default=3, help="sentences to keep (default: 3)")
+    p.add_argument("--seed", type=_nonnegative_int, default=None, help="random seed")
+    p.set_defaults(func=_run_summarize)
+
+
+def _run_summarize(args) -> int:
+    from .tasks import summarize
+    from .tokenizer import Tokenizer
+
+    article = _read_file_arg(args.file, "article")
+    print(summarize(_generation_model(args), Tokenizer.gpt2(), article, max_new_tokens=args.max_new_tokens,
+                    top_k=args.top_k, temperature=args.temperature, sentences=args.sentences, seed=args.seed))
+    return 0
+
+
+def _add_translate(sub) -> None:
+    p = _one_line_errors(sub.add_parser("translate", help="translate a sentence (English to French by default)",
+                                        description="Translate as in the GPT-2 paper: example lines "
+                                                    "'english = french', then 'SENTENCE =', greedy, first line."))
+    p.add_argument("sentence", nargs="?", default=None, help='the sentence ("-" or omitted: standard input)')
+    _gen_model_args(p)
+    p.add_argument("--examples", default=None, metavar="FILE",
+                   help="example pairs (.tsv: source<TAB>target per line, or .json list of pairs)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="(default: 64)")
+    p.set_defaults(func=_run_translate)
+
+
+def _run_translate(args) -> int:
+    from .tasks import load_pairs, translate
+    from .tokenizer import Tokenizer
+
+    sentence = _read_text_arg(args.sentence, "sentence")
+    examples = None if args.examples is None else load_pairs(args.examples)
+    print(translate(_generation_model(args), Tokenizer.gpt2(), sentence, examples=examples,
+                    max_new_tokens=args.max_new_tokens))
+    return 0
+
+
+def _add_answer(sub) -> None:
+    p = _one_line_errors(sub.add_parser("answer", help="answer a question (optionally about a document)",
+                                        description="Answer as in the GPT-2 paper: document, example Q/A pairs, "
+                                                    "'Q: QUESTION A:', greedy, first line."))
+    p.add_argument("question", nargs="?", default=None, help='the question ("-" or omitted: standard input)')
+    _gen_model_args(p)
+    p.add_argument("--document", default=None, metavar="FILE", help="a text the question is about")
+    p.add_argument("--examples", default=None, metavar="FILE",
+                   help="example question/answer pairs (.tsv or .json, as for translate)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=32, help="(default: 32)")
+    p.set_defaults(func=_run_answer)
+
+
+def _run_answer(args) -> int:
+    from .tasks import answer, load_pairs
+    from .tokenizer import Tokenizer
+
+    question = _read_text_arg(args.question, "question")
+    document = None if args.document is None else _read_file_arg(args.document, "document")
+    examples = None if args.examples is None else load_pairs(args.examples)
+    print(answer(_generation_model(args), Tokenizer.gpt2(), question, document=document, examples=examples,
+                 max_new_tokens=args.max_new_tokens))
+    return 0
+
+
+def _add_score(sub) -> None:
+    p = _one_line_errors(sub.add_parser("score", help="perplexity of a text file (sliding window)",
+                                        description="Token count, mean negative log-likelihood and perplexity "
+                                                    "of FILE, with the sliding window of transformers' guide."))
+    p.add_argument("file", help="a UTF-8 text file (- = standard input)")
+    _gen_model_args(p)
+    p.add_argument("--max-length", type=_positive_int, default=None, help="window length (default: n_ctx)")
+    p.add_argument("--stride", type=_positive_int, default=None,
+                   help="tokens between window starts (default: min(512, window length))")
+    p.set_defaults(func=_run_score)
+
+
+def _run_score(args) -> int:
+    from .sampling import perplexity
+    from .tokenizer import Tokenizer
+
+    text = _read_file_arg(args.file, "text")
+    ids = Tokenizer.gpt2().encode(text, allowed_special="all")
+    if len(ids) < 2:
+        raise CLIError(f"{args.file}: {len(ids)} token(s); scoring needs at least 2")
+    result = perplexity(_generation_model(args), ids, max_length=args.max_length, stride=args.stride)
+    print(f"tokens scored: {result.n_tokens}")
+    print(f"mean NLL: {result.nll:.4f} nats/token")
+    print(f"perplexity: {result.ppl:.4f}")
+    return 0
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
