@@ -281,30 +281,8 @@ def _gen_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int = 50) -> 
 
 
 def _generation_model(args):
-    """The model named by --model: through the weights section's load_model_arg when it is
-    there, else by the same rules here (size, TF folder, .safetensors, .npz)."""
-    import inspect
-    import pathlib
-
-    from .model import GPT2
-
-    loader = globals().get("load_model_arg")
-    if loader is not None:
-        if "base_url" in inspect.signature(loader).parameters:
-            return loader(args.model, base_url=args.base_url)
-        return loader(args.model)
-    spec = args.model
-    path = pathlib.Path(spec)
-    if path.is_dir():
-        return GPT2.from_tf_checkpoint(path)
-    if path.suffix.lower() in (".safetensors", ".npz"):
-        if not path.is_file():
-            raise CLIError(f"--model {spec}: no such file")
-        return GPT2.from_safetensors(path) if path.suffix.lower() == ".safetensors" else GPT2.load(path)
-    if "/" in spec or "\\" in spec or path.suffix:
-        raise CLIError(f"--model {spec}: not found; expected a size (124M, 355M, 774M, 1558M), "
-                       "a TF checkpoint folder, a .safetensors or an .npz file")
-    return GPT2.from_pretrained(spec, base_url=args.base_url)
+    """The model named by --model (a size, TF folder, .safetensors or .npz; see load_model_arg)."""
+    return load_model_arg(args.model, base_url=args.base_url)
 
 
 def _read_text_arg(value: str | None, what: str) -> str:
