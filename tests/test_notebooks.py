@@ -1,0 +1,108 @@
+"""The notebooks in notebooks/ run top to bottom, offline, and are committed executed and current.
+
+Each notebook is executed with nbclient in a kernel running this interpreter, from the notebooks/
+folder, with a per-cell timeout; any error in any cell fails the test. The notebooks check their own
+step-by-step NumPy computations against gpt2np's functions (assert_allclose / assert), so running
+them is itself a test of both.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import importlib.util
+import pathlib
+
+import nbformat
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = ROOT / "notebooks"
+NAMES = [
+    "01_tokenizer",
+    "02_embeddings",
+    "03_attention",
+    "04_transformer_block",
+    "05_gpt2_forward",
+    "06_sampling",
+    "07_kv_cache",
+    "08_checkpoints_and_applications",
+]
+CELL_TIMEOUT = 120  # seconds; every cell takes a few seconds at most with the small model
+MAX_BYTES = 300 * 1024
+
+
+def _load_builder():
+    spec = importlib.util.spec_from_file_location("build_notebooks", ROOT / "scripts" / "build_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+builder = _load_builder()
+
+
+def _read(name: str) -> nbformat.NotebookNode:
+    path = NOTEBOOKS_DIR / f"{name}.ipynb"
+    assert path.exists(), f"{path} is missing"
+    return nbformat.read(str(path), as_version=4)
+
+
+def _code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def test_exactly_the_eight_notebooks_are_there():
+    found = sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb"))
+    assert found == NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_runs_without_error(name):
+    nb = copy.deepcopy(_read(name))
+    for cell in _code_cells(nb):
+        cell.outputs = []
+    builder.execute(nb, timeout=CELL_TIMEOUT)  # raises CellExecutionError naming the cell on failure
+    errors = [o for c in _code_cells(nb) for o in c.outputs if o.output_type == "error"]
+    assert not errors, f"{name}: error outputs {errors}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_notebook_is_executed_small_and_current(name):
+    nb = _read(name)
+    size = (NOTEBOOKS_DIR / f"{name}.ipynb").stat().st_size
+    assert size < MAX_BYTES, f"{name}.ipynb is {size} bytes; keep it under {MAX_BYTES} (lower the figure dpi)"
+    cells = _code_cells(nb)
+    assert cells and cells[0].source == builder.SETUP.rstrip("\n"), f"{name}: first code cell is not the shared setup"
+    not_run = [i for i, c in enumerate(cells) if c.source.strip() and c.execution_count is None]
+    assert not not_run, f"{name}: code cells {not_run} were committed without being executed"
+    errors = [o.get("ename") for c in cells for o in c.outputs if o.output_type == "error"]
+    assert not errors, f"{name}: committed with errors {errors}"
+    assert any("image/png" in o.get("data", {}) for c in cells for o in c.outputs), f"{name}: no plot"
+    # The committed notebook is what the generator makes (edit scripts/notebook_cells, then rebuild).
+    expected = [(c.cell_type, c.source) for c in builder.build(name).cells]
+    assert [(c.cell_type, c.source) for c in nb.cells] == expected, (
+        f"{name}.ipynb differs from scripts/notebook_cells/{name}.py; run scripts/build_notebooks.py {name[:2]}"
+    )
+
+
+def _library_function_names() -> set[str]:
+    names = set()
+    for path in (ROOT / "gpt2np").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names |= {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")}
+    return names
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_imports_gpt2np_and_never_redefines_its_functions(name):
+    nb = _read(name)
+    source = "\n".join(c.source for c in _code_cells(nb))
+    assert "gpt2np" in source
+    assert "assert" in source, f"{name}: no check of the step-by-step computation against the library"
+    defined = set()
+    for cell in _code_cells(nb):
+        code = "\n".join(ln for ln in cell.source.splitlines() if not ln.lstrip().startswith("%"))
+        defined |= {n.name for n in ast.walk(ast.parse(code)) if isinstance(n, ast.FunctionDef)}
+    copies = defined & _library_function_names()
+    assert not copies, f"{name} defines its own {sorted(copies)}; import them from gpt2np instead"
