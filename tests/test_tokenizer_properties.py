@@ -1,0 +1,169 @@
+"""Properties of the tokenizer over arbitrary input (hypothesis), plus an optional live
+comparison with tiktoken when it is installed (the fixture tests check the same without it)."""
+
+import hashlib
+import importlib.resources
+import os
+import tempfile
+
+import pytest
+import regex
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gpt2np import Tokenizer
+from gpt2np.tokenizer import (
+    ASCII_PATTERN,
+    OPENAI_PATTERN,
+    _NEWER_THAN_UNICODE_16,
+    _pretokenizers,
+    bpe_merge,
+    pretokenize,
+)
+
+TOK = Tokenizer.gpt2()
+NEWER = regex.compile(f"[{_NEWER_THAN_UNICODE_16}]")
+
+# Text without lone surrogates (they are not UTF-8 and cannot round-trip).
+text_strategy = st.text(st.characters(blacklist_categories=("Cs",)), max_size=200)
+# Text biased towards what the pattern distinguishes: letters, digits, spaces, apostrophes.
+shaped_text = st.text(
+    st.one_of(
+        st.sampled_from(list("aZs'tdlmvre 0 9\t\n\r\x0b\x0c\u00a0\u3000.!🤖é東\u0301")),
+        st.characters(blacklist_categories=("Cs",)),
+    ),
+    max_size=80,
+)
+# Ids biased towards the single-byte tokens >= 0x80, which make broken UTF-8 when mixed.
+HIGH_BYTE_IDS = [i for i in range(256) if TOK.token_bytes(i)[0] >= 0x80]
+id_strategy = st.lists(
+    st.one_of(st.integers(0, TOK.n_vocab - 1), st.sampled_from(HIGH_BYTE_IDS)), max_size=40
+)
+
+quick = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@quick
+@given(text_strategy)
+def test_round_trip(text):
+    assert TOK.decode(TOK.encode_ordinary(text)) == text
+
+
+@quick
+@given(shaped_text)
+def test_round_trip_shaped(text):
+    ids = TOK.encode(text, disallowed_special=())
+    assert TOK.decode(ids) == text
+    assert all(0 <= i < TOK.n_vocab for i in ids)
+
+
+@quick
+@given(id_strategy)
+def test_incremental_decoder_equals_decode(ids):
+    want = TOK.decode(ids)
+    dec = TOK.incremental_decoder()
+    so_far = ""
+    for i in ids:
+        so_far += dec.feed(i)
+        assert want.startswith(so_far)  # never emits something decode would not
+    assert so_far + dec.flush() == want
+
+
+@quick
+@given(text_strategy)
+def test_incremental_decoder_never_breaks_a_character(text):
+    dec = TOK.incremental_decoder()
+    parts = [dec.feed(i) for i in TOK.encode_ordinary(text)]
+    assert all("\ufffd" not in p for p in parts) or "\ufffd" in text
+    assert "".join(parts) + dec.flush() == text
+
+
+@quick
+@given(shaped_text)
+def test_explain_agrees_with_encode(text):
+    ex = TOK.explain(text, disallowed_special=())
+    assert ex.ids == TOK.encode_ordinary(text)
+    assert "".join(p.text for p in ex.pieces) == text
+    for piece in ex.pieces:
+        symbols = list(piece.stand_ins)
+        for merge in piece.merges:  # replaying the recorded merges reproduces each step
+            a, b = merge.pair
+            k = next(k for k in range(len(symbols) - 1)
+                     if symbols[k] == a and symbols[k + 1] == b and tuple(symbols[:k] + [a + b] + symbols[k + 2:]) == merge.symbols)
+            symbols[k:k + 2] = [a + b]
+        assert "".join(symbols) == piece.stand_ins
+
+
+@quick
+@given(st.text(st.characters(max_codepoint=127), max_size=120))
+def test_ascii_fast_path_splits_like_the_full_pattern(text):
+    general, ascii_only = _pretokenizers()
+    assert ascii_only(text) == general(text)
+
+
+@quick
+@given(shaped_text)
+def test_tiktoken_pattern_splits_like_openais(text):
+    """OpenAI's original pattern and tiktoken's faster form agree (outside Unicode > 16.0)."""
+    if NEWER.search(text):
+        return
+    assert regex.findall(OPENAI_PATTERN, text) == pretokenize(text)
+
+
+def _openai_bpe(word, ranks):
+    """The merge loop of OpenAI's encoder.py (formats.md 5.7): join every occurrence of the
+    lowest-ranked pair, left to right; quadratic, but short words only."""
+    word = list(word)
+    while len(word) > 1:
+        pairs = {(a, b) for a, b in zip(word, word[1:]) if a + b in ranks}
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: ranks[p[0] + p[1]])
+        out, i = [], 0
+        while i < len(word):
+            if i < len(word) - 1 and (word[i], word[i + 1]) == best:
+                out.append(word[i] + word[i + 1])
+                i += 2
+            else:
+                out.append(word[i])
+                i += 1
+        word = out
+    return word
+
+
+@quick
+@given(st.text(st.sampled_from(list("abcdefghijklmnopqrstuvwxyz eETtHhiIoOnN'")), min_size=1, max_size=40))
+def test_heap_merges_equal_the_naive_loop(text):
+    data = text.encode()
+    singles = [data[i:i + 1] for i in range(len(data))]
+    assert bpe_merge(singles, TOK._vocab.ranks) == _openai_bpe(singles, TOK._vocab.ranks)
+
+
+# -- optional: tiktoken itself ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiktoken_gpt2():
+    tiktoken = pytest.importorskip("tiktoken")
+    cache = tempfile.mkdtemp(prefix="gpt2np-tiktoken-")
+    old = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = cache
+    assets = importlib.resources.files("gpt2np") / "assets"
+    for name in ("vocab.bpe", "encoder.json"):
+        url = f"https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/{name}"
+        with open(os.path.join(cache, hashlib.sha1(url.encode()).hexdigest()), "wb") as f:
+            f.write((assets / name).read_bytes())
+    try:
+        yield tiktoken.get_encoding("gpt2")
+    finally:
+        if old is None:
+            os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = old
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=100))
+def test_live_tiktoken_agrees(tiktoken_gpt2, text):
+    assert TOK.encode_ordinary(text) == tiktoken_gpt2.encode_ordinary(text)
+    assert TOK.encode(text, allowed_special="all") == tiktoken_gpt2.encode(text, allowed_special="all")
