@@ -110,15 +110,34 @@ def test_tiktoken_pattern_splits_like_openais(text):
     assert regex.findall(OPENAI_PATTERN, text) == pretokenize(text)
 
 
-def _openai_bpe(word, ranks):
-    """The merge loop of OpenAI's encoder.py (formats.md 5.7): join every occurrence of the
-    lowest-ranked pair, left to right; quadratic, but short words only."""
-    word = list(word)
+def _read_merges():
+    """vocab.bpe as OpenAI's encoder.py reads it: pair of stand-in strings -> rank (line order)."""
+    text = (importlib.resources.files("gpt2np") / "assets" / "vocab.bpe").read_text(encoding="utf-8")
+    return {tuple(line.split()): rank for rank, line in enumerate(text.split("\n")[1:-1])}
+
+
+MERGES = _read_merges()
+
+
+def _stand_ins() -> dict[int, str]:
+    """formats.md 5.6: printable bytes stand for themselves, the other 68 become U+0100 + n."""
+    printable = [b for b in range(256) if 0x21 <= b <= 0x7E or 0xA1 <= b <= 0xAC or 0xAE <= b]
+    others = [b for b in range(256) if b not in printable]
+    return {**{b: chr(b) for b in printable}, **{b: chr(0x100 + n) for n, b in enumerate(others)}}
+
+
+STAND_IN = _stand_ins()
+
+
+def _openai_bpe(piece: str) -> list[str]:
+    """The merge loop of OpenAI's encoder.py (formats.md 5.7), written independently: rank
+    *pairs* by their vocab.bpe line, join every occurrence of the best pair left to right."""
+    word = [STAND_IN[b] for b in piece.encode("utf-8")]
     while len(word) > 1:
-        pairs = {(a, b) for a, b in zip(word, word[1:]) if a + b in ranks}
+        pairs = {p for p in zip(word, word[1:]) if p in MERGES}
         if not pairs:
             break
-        best = min(pairs, key=lambda p: ranks[p[0] + p[1]])
+        best = min(pairs, key=MERGES.get)
         out, i = [], 0
         while i < len(word):
             if i < len(word) - 1 and (word[i], word[i + 1]) == best:
@@ -132,11 +151,25 @@ def _openai_bpe(word, ranks):
 
 
 @quick
-@given(st.text(st.sampled_from(list("abcdefghijklmnopqrstuvwxyz eETtHhiIoOnN'")), min_size=1, max_size=40))
-def test_heap_merges_equal_the_naive_loop(text):
+@given(st.text(st.sampled_from(list("abcdefghijklmnopqrstuvwxyz eETtHhiIoOnN'é東🤖")), min_size=1, max_size=40))
+def test_heap_merges_equal_openais_loop(text):
+    """The heap over a linked list (tiktoken's rule: rank a pair by the token it forms) gives
+    the same tokens as OpenAI's pair-ranked loop."""
     data = text.encode()
-    singles = [data[i:i + 1] for i in range(len(data))]
-    assert bpe_merge(singles, TOK._vocab.ranks) == _openai_bpe(singles, TOK._vocab.ranks)
+    got = bpe_merge([data[i:i + 1] for i in range(len(data))], TOK._vocab.ranks)
+    assert ["".join(STAND_IN[b] for b in t) for t in got] == _openai_bpe(text)
+
+
+def test_every_token_merges_to_itself():
+    """BPE on a token's own bytes gives that token back, so looking a whole piece up in the
+    vocabulary (the fast path, as tiktoken does) never changes an answer."""
+    ranks, bytes_to_id = TOK._vocab.ranks, TOK._vocab.bytes_to_id
+    for token_id in range(TOK.n_vocab):
+        data = TOK.token_bytes(token_id)
+        if token_id == TOK.eot_token:
+            continue
+        merged = bpe_merge([data[i:i + 1] for i in range(len(data))], ranks)
+        assert [bytes_to_id[t] for t in merged] == [token_id], (token_id, data)
 
 
 # -- optional: tiktoken itself ---------------------------------------------------------------
