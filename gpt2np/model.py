@@ -529,32 +529,6 @@ class GPT2:
         return generate_ids(self, ids, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed,
                             (EOT,) if stop_ids is None else stop_ids)
 
-    def _generate_greedy(self, ids, max_new_tokens, stop_ids=None):
-        ids, single = self._check_ids(ids)
-        B, T = ids.shape
-        n = int(max_new_tokens)
-        if n < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        if T + n > self.config.n_ctx:
-            raise ValueError(f"prompt of {T} tokens + max_new_tokens={n} = {T + n} is more than n_ctx={self.config.n_ctx}")
-        stop = np.array(sorted(stop_ids or ()), dtype=np.int64)
-        out = np.zeros((B, n), dtype=np.int64)
-        done = np.zeros(B, dtype=bool)
-        if n:
-            cache = self.new_cache(B, T + n - 1 if n > 1 else T)
-            logits = self(ids, cache=cache, last_only=True)  # [B, V]
-        for step in range(n):
-            nxt = np.argmax(logits, axis=-1)  # [B]
-            nxt = np.where(done, out[:, step - 1] if step else nxt, nxt)
-            out[:, step] = nxt
-            done |= np.isin(nxt, stop)
-            if done.all():
-                out = out[:, :step + 1]
-                break
-            if step + 1 < n:
-                logits = self(nxt[:, None], cache=cache, last_only=True)
-        return out[0] if single else out
-
     # ---- DOORS into formats/ and hub (thin constructors; keep as they are) ----
     @classmethod
     def from_tf_checkpoint(cls, folder, verify: bool = True) -> "GPT2":

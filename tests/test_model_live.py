@@ -57,7 +57,7 @@ def test_random_124m_matches_transformers_logits_and_40_greedy_tokens():
     with torch.no_grad():
         theirs = hf(torch.tensor(prompt[None])).logits[0].numpy()
         generated = hf.generate(torch.tensor(prompt[None]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                                max_new_tokens=N_NEW, do_sample=False, pad_token_id=50256)
+                                max_new_tokens=N_NEW, do_sample=False, eos_token_id=None, pad_token_id=50256)
     ours = model(prompt)
     assert ours.dtype == np.float32
     scale = np.abs(theirs).max()
@@ -65,5 +65,5 @@ def test_random_124m_matches_transformers_logits_and_40_greedy_tokens():
     assert worst <= 1e-5 * scale, f"124M logits: largest difference {worst:.3e}, largest |logit| {scale:.3f}"
 
     expected = generated[0, len(prompt):].numpy()
-    out = np.asarray(model.generate(prompt, max_new_tokens=N_NEW))
+    out = np.asarray(model.generate(prompt, max_new_tokens=N_NEW, stop_ids=()))  # no stop at <|endoftext|>
     np.testing.assert_array_equal(out, expected)
