@@ -8,7 +8,7 @@ The forward pass is the composition of the formulas in :mod:`gpt2np.layers`::
 
 ``GPT2`` adds what a real user needs around it: shape checks with useful errors, left-padded
 batches (an attention mask), a preallocated KV cache for generation, ``trace`` (every intermediate
-by name), ``loss`` and greedy ``generate``.  The block marked DOORS is the only place where this
+by name), ``loss``, and ``generate`` (a door into :mod:`gpt2np.sampling`).  The block marked DOORS is the only place where this
 module reaches the ``formats`` and ``hub`` rooms; it is kept exactly as the weights room expects.
 """
 
@@ -409,7 +409,11 @@ class GPT2:
 
     def _check_ids(self, ids):
         """ids as an int64 ``[B, T]`` array, and whether a single ``[T]`` sequence was given."""
-        arr = np.asarray(ids)
+        try:
+            arr = np.asarray(ids)
+        except ValueError:  # NumPy refuses ragged nested lists
+            raise ValueError("ids must be a [T] or [B, T] array; left-pad rows of different lengths "
+                             "and pass attention_mask (0 = padding)") from None
         if arr.size == 0:
             raise ValueError(f"ids is empty (shape {arr.shape}); expected at least one token id")
         if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):

@@ -188,6 +188,8 @@ def test_errors_name_the_limit_and_the_value(models):
         model([[1, -1]])
     with pytest.raises(ValueError, match="integer"):
         model(np.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="left-pad"):
+        model([[1, 2, 3], [4]])
     with pytest.raises(ValueError, match=r"\[T\] or \[B, T\]"):
         model(np.zeros((1, 2, 3), int))
     with pytest.raises(ValueError, match=r"33 tokens.*n_ctx=32"):
