@@ -428,7 +428,7 @@ class GPT2:
                 f"ids (0..{self.config.n_vocab - 1})"
             )
         single = arr.ndim == 1
-        return arr.astype(np.int64, copy=False).reshape(1, -1) if single else arr.astype(np.int64, copy=False), single
+        return arr.astype(np.int64, copy=False).reshape(-1, arr.shape[-1]), single  # [B, T]
 
     def _check_mask(self, attention_mask, shape):
         """attention_mask as a bool ``[B, T]`` array (all True when None)."""
