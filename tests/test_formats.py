@@ -74,16 +74,17 @@ def test_mask_unmask():
         assert unmask(mask(v)) == v
 
 
-@pytest.mark.parametrize("n", [4 * 16384, 4 * 16384 + 1, 16384 * 7 + 13, 300_001])
+@pytest.mark.parametrize("n", [4095, 4096, 4096 * 3 + 1, 65536 + 17, 300_001])
 def test_crc32c_lanes_equal_serial(n):
     data = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8)
     assert crc32c(data) == crc32c_serial(data)
 
 
-def test_crc32c_lanes_across_blocks(monkeypatch):
-    """Several lanes passes joined by crc32c_combine (small BLOCK to keep it fast)."""
-    monkeypatch.setattr(crc_mod, "BLOCK", 2 * crc_mod.LANES)
-    data = np.random.default_rng(0).integers(0, 256, 5 * crc_mod.LANES + 77, dtype=np.uint8)
+def test_crc32c_lanes_across_blocks_and_tails(monkeypatch):
+    """Several lanes passes joined by crc32c_combine, then a tail with fewer lanes (small sizes: fast)."""
+    monkeypatch.setattr(crc_mod, "LANES", 1024)
+    monkeypatch.setattr(crc_mod, "BLOCK", 1024 * 100)
+    data = np.random.default_rng(0).integers(0, 256, 1024 * 64 * 5 + 9000, dtype=np.uint8)
     assert crc32c(data) == crc32c_serial(data)
 
 
@@ -541,6 +542,44 @@ def test_npz_round_trip(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
 
 
+def test_npz_is_a_plain_npz_with_aligned_zero_copy_members(tmp_path):
+    hp, params = read_tf_checkpoint(TF / "gpt2")
+    save_npz(tmp_path / "m.npz", hp, params)
+    _, got = load_npz(tmp_path / "m.npz")
+    flat = flatten(got)
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as z:  # NumPy's own reader agrees
+        for k, v in flatten(params).items():
+            assert_same(z[k], v, k)
+            assert_same(flat[k], v, k)
+    for k, v in flat.items():
+        assert v.flags.aligned and not v.flags.owndata and not v.flags.writeable, k
+        assert v.__array_interface__["data"][0] % 64 == 0, k  # 64-byte aligned in the file
+
+
+def test_npz_flipped_byte_fails_crc(tmp_path):
+    hp, params = read_tf_checkpoint(TF / "gpt2")
+    save_npz(tmp_path / "m.npz", hp, params)
+    raw = bytearray((tmp_path / "m.npz").read_bytes())
+    want = np.asarray(params["wpe"]).tobytes()
+    at = bytes(raw).index(want)
+    raw[at + 7] ^= 0x40
+    (tmp_path / "m.npz").write_bytes(bytes(raw))
+    with pytest.raises(WeightsError, match="member wpe fails its CRC-32"):
+        load_npz(tmp_path / "m.npz")
+    _, got = load_npz(tmp_path / "m.npz", verify=False)
+    assert not np.array_equal(got["wpe"], params["wpe"])
+
+
+@pytest.mark.parametrize("writer", [np.savez, np.savez_compressed])
+def test_npz_written_by_numpy_loads(tmp_path, writer):
+    hp, params = read_tf_checkpoint(TF / "gpt2")
+    writer(tmp_path / "n.npz", **flatten(params), **{f"hparams.{k}": np.int64(v) for k, v in hp.items()})
+    hp2, got = load_npz(tmp_path / "n.npz")
+    assert hp2 == hp
+    for k, v in flatten(params).items():
+        assert_same(flatten(got)[k], v, k)
+
+
 def test_npz_errors(tmp_path):
     hp, params = read_tf_checkpoint(TF / "gpt2")
     save_npz(tmp_path / "m.npz", hp, params)
@@ -549,7 +588,7 @@ def test_npz_errors(tmp_path):
     with pytest.raises(WeightsError, match="truncated or corrupt"):
         load_npz(tmp_path / "trunc.npz")
     np.savez(tmp_path / "pickled.npz", **{f"hparams.{k}": v for k, v in hp.items()}, obj=np.array([{}], dtype=object))
-    with pytest.raises(WeightsError, match="cannot read"):
+    with pytest.raises(WeightsError, match="member obj holds Python objects; refusing to unpickle"):
         load_npz(tmp_path / "pickled.npz")
     np.savez(tmp_path / "nohp.npz", wte=np.zeros((2, 2), np.float32))
     with pytest.raises(WeightsError, match="not a gpt2np model file"):

@@ -30,8 +30,9 @@ POLY = 0x82F63B78
 MASK_DELTA = 0xA282EAD8
 _M32 = 0xFFFFFFFF
 
-LANES = 16384  # K: registers advanced together; a power of two for the tree fold
-BLOCK = 1 << 24  # bytes handled per lanes pass (bounds the transposed copy to 16 MiB)
+LANES = 1 << 18  # K at most: registers advanced together; a power of two for the tree fold
+BLOCK = 1 << 25  # bytes handled per lanes pass (bounds the transposed copy to 32 MiB)
+SERIAL_BELOW = 4096  # shorter inputs go byte by byte (under a millisecond)
 
 
 def _make_table() -> np.ndarray:
@@ -100,12 +101,12 @@ def crc32c_combine(crc_a: int, crc_b: int, len_b: int) -> int:
     return int(_apply(_zeros_operator(len_b), np.uint32(crc_a))) ^ crc_b
 
 
-def _lanes_crc(chunk: np.ndarray) -> int:
-    """CRC32C of ``chunk`` (uint8, length a multiple of LANES) by LANES parallel registers."""
-    m = chunk.size // LANES
-    cols = chunk.reshape(LANES, m).T.copy()  # [m, K]: row j = byte j of every lane, contiguous
-    state = np.full(LANES, _M32, dtype=np.uint32)
-    low = np.empty(LANES, dtype=np.uint8)
+def _lanes_crc(chunk: np.ndarray, lanes: int) -> int:
+    """CRC32C of ``chunk`` (uint8, length a multiple of ``lanes``) by ``lanes`` parallel registers."""
+    m = chunk.size // lanes
+    cols = chunk.reshape(lanes, m).T.copy()  # [m, K]: row j = byte j of every lane, contiguous
+    state = np.full(lanes, _M32, dtype=np.uint32)
+    low = np.empty(lanes, dtype=np.uint8)
     for j in range(m):
         np.bitwise_xor(state.astype(np.uint8), cols[j], out=low)  # (state ^ byte) & 0xFF
         state >>= np.uint32(8)
@@ -126,15 +127,17 @@ def crc32c(data, crc: int = 0) -> int:
     """
     buf = _as_bytes_array(data)
     n = buf.size
-    if n < 4 * LANES:
+    if n < SERIAL_BELOW:
         return crc32c_serial(buf, crc)
+    # K lanes: a power of two with at least 64 bytes per lane (fewer, longer steps cost more)
+    lanes = min(LANES, 1 << ((n // 64).bit_length() - 1))
     pos = 0
-    while n - pos >= LANES:
-        take = min(BLOCK, (n - pos) // LANES * LANES)
-        crc = crc32c_combine(crc, _lanes_crc(buf[pos:pos + take]), take)
+    while n - pos >= lanes:
+        take = min(max(BLOCK // lanes, 1) * lanes, (n - pos) // lanes * lanes)
+        crc = crc32c_combine(crc, _lanes_crc(buf[pos:pos + take], lanes), take)
         pos += take
-    if pos < n:
-        crc = crc32c_serial(buf[pos:], crc)
+    if pos < n:  # the tail (< lanes bytes) with fewer lanes, down to a short serial rest
+        crc = crc32c(buf[pos:], crc)
     return crc
 
 
