@@ -364,41 +364,54 @@ def _loop(model, rows, single, max_new_tokens, settings, stop, rngs, longest, ha
         tokens[b, longest - len(row):] = row
         mask[b, longest - len(row):] = 1
     history = [list(r) for r in rows]  # what the repetition penalty sees, per row
-    cache = model.new_cache(batch, longest + max_new_tokens)
+    greedy = settings["temperature"] == 0
+    # the last new token is never fed back, so the cache needs one place less
+    cache = model.new_cache(batch, longest + max_new_tokens - 1)
     logits = model(tokens, attention_mask=mask, cache=cache, last_only=True)  # [B, V]
-    finished = np.zeros(batch, dtype=bool)
+    active = list(range(batch))  # the original rows still in the cache, in cache order
     for step in range(max_new_tokens):
-        finished[[b for b in halted if 0 <= b < batch]] = True
-        if finished.all():
+        keep = [i for i, b in enumerate(active) if b not in halted]
+        if not keep:
             return
-        probs = next_token_probs(logits, previous_ids=history, **settings)  # [B, V]
-        new = np.zeros(batch, dtype=np.int64)
-        for b in range(batch):
-            if settings["temperature"] == 0:
-                new[b] = int(np.argmax(probs[b]))
-            else:
-                new[b] = sample(probs[b], rngs[b])  # finished rows draw too: streams stay aligned
-        out = []
-        for b in range(batch):
-            if finished[b]:
-                out.append(None)
-            elif int(new[b]) in stop:
-                finished[b] = True
-                out.append(None)
-            else:
-                history[b].append(int(new[b]))
-                out.append(int(new[b]))
-        if finished.all():
+        if len(keep) < len(active):
+            cache, logits, active = _keep_rows(model, cache, keep), logits[keep], [active[i] for i in keep]
+        probs = next_token_probs(logits, previous_ids=[history[b] for b in active], **settings)  # [A, V]
+        drawn = dict(zip(active, np.argmax(probs, axis=-1).tolist())) if greedy else {}
+        if not greedy:
+            # one draw per original row per step, in row order, finished rows included, so a
+            # shared generator gives every row the same stream whatever the others do
+            where = {b: i for i, b in enumerate(active)}
+            for b in range(batch):
+                if b in where:
+                    drawn[b] = sample(probs[where[b]], rngs[b])
+                else:
+                    rngs[b].random()
+        out: list = [None] * batch
+        for b in active:
+            if drawn[b] not in stop:
+                history[b].append(drawn[b])
+                out[b] = drawn[b]
+        keep = [i for i, b in enumerate(active) if out[b] is not None]
+        if not keep:
             return
-        if single:
-            yield out[0]
-        else:
-            yield out
+        yield out[0] if single else out
         if step + 1 < max_new_tokens:
-            # Finished rows keep being fed (their last token) so the batch stays rectangular;
-            # their outputs are ignored.
-            feed = np.array([[history[b][-1]] for b in range(batch)], dtype=np.int64)
-            logits = model(feed, cache=cache, last_only=True)
+            if len(keep) < len(active):  # rows that drew a stop id leave the batch
+                cache, active = _keep_rows(model, cache, keep), [active[i] for i in keep]
+            feed = np.array([[history[b][-1]] for b in active], dtype=np.int64)  # [A, 1]
+            logits = model(feed, cache=cache, last_only=True)  # [A, V]
+
+
+def _keep_rows(model, cache, keep: list[int]):
+    """A cache holding only the rows ``keep`` of ``cache`` (finished rows stop costing time)."""
+    n = cache.length
+    smaller = model.new_cache(len(keep), cache.max_len)
+    smaller.keys[:, :, :, :n] = cache.keys[:, keep, :, :n]  # [L, B, H, S, dh]
+    smaller.values[:, :, :, :n] = cache.values[:, keep, :, :n]
+    smaller.mask[:] = cache.mask[keep]
+    smaller.next_position = cache.next_position[keep].copy()
+    smaller.length = n
+    return smaller
 
 
 def generate_ids(

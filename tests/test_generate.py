@@ -207,3 +207,25 @@ def test_model_generate_is_a_door_into_generate_ids(tiny, small):
     assert model.generate(prompts[0], 20, stop_ids=()) == greedy[0]
     kw = dict(temperature=0.9, top_p=0.9, seed=3, stop_ids=())
     assert small.generate([1, 2], 8, **kw) == generate_ids(small, [1, 2], 8, **kw)
+
+
+def test_finished_rows_leave_the_batch(tiny):
+    model, prompts, greedy, _, _ = tiny
+    stops = (greedy[1][5], greedy[2][12])  # rows end at different times
+    rows_per_call = []
+
+    class Spy:
+        config = model.config
+        new_cache = model.new_cache
+
+        def __call__(self, ids, **kw):
+            rows_per_call.append(np.asarray(ids).shape[0])
+            return model(ids, **kw)
+
+    out = generate_ids(Spy(), prompts, 20, stop_ids=stops)
+    ends = [min([row.index(s) for s in stops if s in row], default=len(row)) for row in greedy]
+    assert out == [row[:end] for row, end in zip(greedy, ends)]
+    assert len(set(ends)) >= 3
+    # the prefill has every row; the call before step k only the rows that made a token at step k - 1
+    want_rows = [len(prompts)] + [sum(end >= k for end in ends) for k in range(1, 20)]
+    assert rows_per_call == [n for n in want_rows if n > 0]

@@ -23,7 +23,12 @@ def tok():
 
 
 class Scripted:
-    """A model whose next token is the next id of its script (one script per row), then EOT."""
+    """A model whose next token is the next id of its script (one script per row), then EOT.
+
+    Its cache has the attributes of gpt2np's KVCache that the generation loop uses when it
+    drops finished rows; the original row index rides along in ``keys`` so the script of
+    each row is still known after rows were dropped.
+    """
 
     def __init__(self, *scripts, n_ctx=1024):
         self.scripts = [list(s) for s in scripts]
@@ -32,20 +37,24 @@ class Scripted:
         self.prompts = None
 
     def new_cache(self, batch_size=1, max_len=None):
-        return {"step": 0}
+        keys = np.zeros((1, batch_size, 1, max_len, 1))
+        keys[0, :, 0, 0, 0] = np.arange(batch_size)
+        return SimpleNamespace(keys=keys, values=np.zeros_like(keys), mask=np.zeros((batch_size, max_len), bool),
+                               next_position=np.zeros(batch_size, np.int64), length=0, max_len=max_len)
 
     def __call__(self, ids, attention_mask=None, cache=None, last_only=False):
         ids = np.asarray(ids)
-        if cache["step"] == 0:
+        if cache.length == 0:
             mask = np.ones(ids.shape, bool) if attention_mask is None else np.asarray(attention_mask, bool)
             self.prompts = [row[m].tolist() for row, m in zip(ids, mask)]
-        step = cache["step"]
-        cache["step"] += 1
+            self.prompt_len = ids.shape[1]
+        step = 0 if cache.length == 0 else cache.length - self.prompt_len + 1
+        cache.length += ids.shape[1]
         self.calls += 1
         logits = np.zeros((ids.shape[0], 50257), dtype=np.float32)
-        for b in range(ids.shape[0]):
-            script = self.scripts[b % len(self.scripts)]
-            logits[b, script[step] if step < len(script) else EOT] = 50.0  # p ~ 1 even when sampling
+        for i, row in enumerate(cache.keys[0, :, 0, 0, 0].astype(int)):
+            script = self.scripts[row % len(self.scripts)]
+            logits[i, script[step] if step < len(script) else EOT] = 50.0  # p ~ 1 even when sampling
         return logits
 
 
