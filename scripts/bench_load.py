@@ -10,6 +10,8 @@ converted .npz, then times each load in a fresh subprocess and reports its peak 
 - GPT2.load(npz), cold-ish (first run) and warm (second run in a new process); without the zip CRC-32
 - read_tf_checkpoint with and without the tensor CRC32C check
 - GPT2.load + generating 8 tokens greedily (peak memory while loading and generating)
+- hub.pretrained_npz("124M") from a local-folder mirror of the random checkpoint (plus the bundled
+  tokenizer files): the registry's exact sizes and sha256 checks, the CRC checks and the conversion
 """
 
 from __future__ import annotations
@@ -42,6 +44,16 @@ what, path = sys.argv[1], sys.argv[2]
 t = time.perf_counter()
 if what == "npz":
     model = GPT2.load(path)
+elif what == "pretrained":
+    # first call of pretrained_npz with a local-folder mirror: copy, verify, convert
+    import shutil, pathlib
+    from gpt2np import hub
+    cache = pathlib.Path(path).parent / "cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    out = hub.pretrained_npz("124M", base_url=str(pathlib.Path(path).parent / "mirror"), cache_dir=cache,
+                             progress=False)
+    seconds = time.perf_counter() - t
+    model = GPT2.load(out)
 elif what == "npz_noverify":
     from gpt2np.formats import load_npz
     hp, params = load_npz(path, verify=False)
@@ -54,7 +66,8 @@ elif what == "tf_verify":
     model = GPT2(__import__("gpt2np").Config(**hp), params)
 elif what == "npz_generate":
     model = GPT2.load(path)
-seconds = time.perf_counter() - t
+if what != "pretrained":
+    seconds = time.perf_counter() - t
 if what in ("tf", "npz", "npz_noverify", "npz_generate"):
     # touch every weight once (a forward pass does), so memory-mapped pages are counted
     total = sum(float(a.reshape(-1)[:: 4096].sum()) for a in flatten(model.params).values())
@@ -107,11 +120,18 @@ def main():
         print(f"wrote a random {args.size} checkpoint and .npz under {base} in {time.perf_counter() - t:.1f} s")
     data = folder / "model.ckpt.data-00000-of-00001"
     print(f"data file {data.stat().st_size:,} bytes, npz {npz.stat().st_size:,} bytes")
+    mirror = base / "mirror" / args.size
+    mirror.mkdir(parents=True, exist_ok=True)
+    for p in list(folder.iterdir()) + [ROOT / "gpt2np" / "assets" / n for n in ("encoder.json", "vocab.bpe")]:
+        if not (mirror / p.name).exists():
+            (mirror / p.name).symlink_to(p)
     runs = [("npz", npz, "GPT2.load(.npz), first run"), ("npz", npz, "GPT2.load(.npz), warm"),
             ("npz_noverify", npz, "load_npz(verify=False) -> GPT2, warm"),
             ("tf", folder, "TF checkpoint, no CRC (memory map)"),
             ("tf_verify", folder, "TF checkpoint, CRC32C verified"),
             ("npz_generate", npz, "GPT2.load(.npz) + generate 8 tokens")]
+    if args.size == "124M":  # the registry's exact sizes and sha256 are those of 124M
+        runs.append(("pretrained", folder, "pretrained_npz: copy+verify+convert"))
     results = []
     for what, path, label in runs:
         r = child(what, path)

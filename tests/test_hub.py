@@ -308,3 +308,59 @@ def test_registry_matches_formats_doc():
         d, L = spec.hparams["n_embd"], spec.hparams["n_layer"]
         n = 50257 * d + 1024 * d + L * (12 * d * d + 13 * d) + 2 * d
         assert spec.files["model.ckpt.data-00000-of-00001"] == 4 * n
+
+
+def test_registry_tokenizer_files_match_the_bundled_assets():
+    """The bundled vocabulary is the one OpenAI serves: same sizes and sha256 as the registry."""
+    import hashlib
+    assets = pathlib.Path(hub.__file__).parent / "assets"
+    for name, digest in hub.TOKENIZER_SHA256.items():
+        body = (assets / name).read_bytes()
+        assert hashlib.sha256(body).hexdigest() == digest
+        assert all(spec.files[name] == len(body) for spec in hub.MODELS.values())
+
+
+def test_disk_full_during_download(server, tiny, monkeypatch, tmp_path):
+    import builtins
+    import errno
+
+    class Full:
+        def __init__(self, *a):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def write(self, b):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    real_open = builtins.open
+    monkeypatch.setattr(hub, "open", lambda p, mode="r", *a, **k: Full() if "part" in str(p) else real_open(p, mode, *a, **k),
+                        raising=False)
+    with pytest.raises(hub.DownloadError, match="disk full while writing .*cache/tiny/.*free some space"):
+        fetch(server, tmp_path)
+    assert not [p for p in (tmp_path / "cache" / "tiny").iterdir() if not p.name.endswith(".part")]
+
+
+def test_hugging_face_source(monkeypatch, tmp_path):
+    st = pathlib.Path(__file__).parent / "fixtures" / "st_tiny" / "gpt2.safetensors"
+    body = st.read_bytes()
+    s = Server({"model.safetensors": body}, size="org/tiny/resolve/main")
+    try:
+        monkeypatch.setattr(hub, "HF_URL", s.url + "/{repo}/resolve/{revision}/{file}")
+        hp = {"n_vocab": 20, "n_ctx": 8, "n_embd": 64, "n_head": 1, "n_layer": 2}
+        monkeypatch.setitem(hub.MODELS, "tinyhf", hub.ModelSpec("tinyhf", hp, {}, hf_repo="org/tiny",
+                                                                hf_size=len(body),
+                                                                hf_sha256=hashlib.sha256(body).hexdigest()))
+        path = hub.pretrained_npz("tinyhf", source="huggingface", cache_dir=tmp_path, progress=False)
+        got_hp, params = load_npz(path)
+        assert got_hp == hp
+        want = np.load(st.parent / "gpt2_expected.npz")
+        for k, v in flatten(params).items():
+            np.testing.assert_array_equal(v, want[k], err_msg=k)
+        assert s.requests == [("/org/tiny/resolve/main/model.safetensors", None)]
+    finally:
+        s.close()
