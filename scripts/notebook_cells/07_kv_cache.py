@@ -32,7 +32,7 @@ print(f"prompt: {T} tokens; model: {cfg.n_layer} blocks, {cfg.n_head} heads, d =
 # ## 1. Filling the cache with the prompt ("prefill")
 #
 # `model.new_cache(batch_size, max_len)` allocates, once, the arrays for the keys and values of
-# every block, $[L, B, H, \text{max\_len}, d_k]$. Passing it to the model stores the keys and values
+# every block, $[L, B, H, T_{\max}, d_k]$ ($T_{\max}$ = `max_len`). Passing it to the model stores the keys and values
 # of the tokens it runs. They are exactly the keys and values of an ordinary forward pass:
 
 # %%

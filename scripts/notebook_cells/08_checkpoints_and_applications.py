@@ -76,12 +76,12 @@ print(f"e.g. the bytes {footer[:2].hex(' ')} are {footer[0]} & 0x7f + {footer[1]
 # %% [markdown]
 # ## 2. Blocks, trailers and CRC32C
 #
-# Every block is followed by a 5-byte **trailer**: a compression type (0 = none; TensorFlow never
-# compresses checkpoints) and a checksum, the CRC32C of the block's bytes plus the type byte,
-# stored *masked* (rotated right by 15 bits, plus a constant) so that a CRC of data that itself
-# contains CRCs is not trivially related to them:
+# Every block is followed by a 5-byte **trailer**: a compression type (0 = none; TensorFlow has not
+# compressed checkpoint indexes since version 1.2) and a checksum, the CRC32C of the block's bytes
+# plus the type byte, stored *masked* (rotated right by 15 bits, plus a constant) so that a CRC of
+# data that itself contains CRCs is not trivially related to them:
 #
-# $$\mathrm{mask}(c) = \big((c \ggg 15) + \texttt{0xA282EAD8}\big) \bmod 2^{32}$$
+# $$\mathrm{mask}(c) = \big(\mathrm{rotr}_{15}(c) + \mathtt{A282EAD8}_{16}\big) \bmod 2^{32}$$
 #
 # `formats.crc32c` is the Castagnoli CRC (polynomial `0x1EDC6F41`, not zlib's CRC-32).
 
