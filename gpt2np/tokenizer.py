@@ -25,10 +25,13 @@ U+FFFD; ``Tokenizer.incremental_decoder`` does the same one token at a time for 
 from __future__ import annotations
 
 import codecs
+import collections
 import functools
+import itertools
 import heapq
 import importlib.resources
 import json
+import operator
 import os
 import re
 import sys
@@ -129,7 +132,30 @@ def pretokenize(text: str) -> list[str]:
     ['Hello', ' world', '!', ' ', ' It', "'s", ' 2024', '.']
     """
     general, ascii_only = _pretokenizers()
-    return ascii_only(text) if text.isascii() else general(text)
+    if text.isascii():
+        return ascii_only(text)
+    pieces: list[str] = []
+    for chunk in _chunks(text):
+        pieces += ascii_only(chunk) if chunk.isascii() else general(chunk)
+    return pieces
+
+
+def _chunks(text: str, size: int = 1024):
+    """Cut text, about every ``size`` characters, just before a newline that follows a
+    non-space character.  No piece spans such a point (pieces end before whitespace unless
+    they are whitespace), and the pattern reads each side alone exactly as it reads them
+    together, so the pieces of the chunks are the pieces of the text.  This lets the ASCII
+    fast path take the ASCII parts of mostly-ASCII text."""
+    start = 0
+    while True:
+        cut = text.find("\n", start + size)
+        while cut > 0 and text[cut - 1].isspace():
+            cut = text.find("\n", cut + 1)
+        if cut < 0:
+            yield text[start:]
+            return
+        yield text[start:cut]
+        start = cut
 
 
 _CACHE_SIZE = 50_000  # pieces whose BPE result is remembered (a bounded, first-in-first-out cache)
@@ -209,13 +235,10 @@ def bpe_merge(symbols: list[bytes], ranks: dict[bytes, int], on_merge=None) -> l
     sym: list[bytes | None] = list(symbols)  # None once joined into its left neighbour
     nxt = list(range(1, n + 1))  # n marks "no right neighbour"
     prv = list(range(-1, n - 1))  # -1 marks "no left neighbour"
-    heap = []
-    for i in range(n - 1):
-        rank = ranks.get(sym[i] + sym[i + 1])
-        if rank is not None:
-            heap.append((rank, i))
-    heapq.heapify(heap)
     get, push, pop = ranks.get, heapq.heappush, heapq.heappop
+    pair_ranks = map(get, map(operator.add, symbols[:-1], symbols[1:]))
+    heap = [(rank, i) for i, rank in enumerate(pair_ranks) if rank is not None]
+    heapq.heapify(heap)
     while heap:
         rank, i = pop(heap)
         left = sym[i]
@@ -256,7 +279,7 @@ class _Vocab:
     id_to_bytes: list[bytes]  # token id -> its bytes (special tokens: their UTF-8 text)
     bytes_to_id: dict[bytes, int]  # ordinary tokens only
     ranks: dict[bytes, int]  # bytes of a merged token -> its line in vocab.bpe (0-based)
-    text_to_id: dict[str, int]  # ordinary tokens whose bytes are valid UTF-8, by their text
+    text_to_ids: dict[str, list[int]]  # tokens whose bytes are valid UTF-8, by text: [id]
     special: dict[str, int]  # special token text -> id
 
 
@@ -316,13 +339,13 @@ def _read_vocab(encoder_json, vocab_bpe) -> _Vocab:
             f"(line {ranks[missing] + 2} of {vocab_bpe}) has no id"
         )
 
-    text_to_id = {}
+    text_to_ids = {}
     for data, token_id in bytes_to_id.items():
         try:
-            text_to_id[data.decode("utf-8")] = token_id
+            text_to_ids[data.decode("utf-8")] = [token_id]
         except UnicodeDecodeError:
             pass  # a token holding part of a character can never be a whole piece
-    return _Vocab(id_to_bytes, bytes_to_id, ranks, text_to_id, special)
+    return _Vocab(id_to_bytes, bytes_to_id, ranks, text_to_ids, special)
 
 
 @functools.lru_cache(maxsize=1)
@@ -358,12 +381,10 @@ class Tokenizer:
     def __init__(self, vocab: _Vocab, cache_size: int = _CACHE_SIZE):
         self._vocab = vocab
         self._id_to_bytes = vocab.id_to_bytes
-        self._text_to_id = vocab.text_to_id
         _pretokenizers()  # compile the patterns now rather than inside the first encode
         self._split = pretokenize
         self._special = dict(vocab.special)
-        self._cache: dict[str, list[int]] = {}
-        self._cache_size = cache_size
+        self._pieces = _PieceTable(vocab.text_to_ids, self._bpe_ids, cache_size)
 
     # -- construction --------------------------------------------------------------------
 
@@ -472,38 +493,17 @@ class Tokenizer:
         return ids
 
     def _encode_segment(self, text: str) -> list[int]:
-        """Ordinary text -> ids.  The hot path: most pieces are whole tokens, found by one
-        C-level dict lookup each; only the others go through BPE (and the cache)."""
-        pieces = self._split(text)
-        ids = list(map(self._text_to_id.get, pieces))
-        if None not in ids:
-            return ids
-        out: list[int] = []
-        for piece, token_id in zip(pieces, ids):
-            if token_id is None:
-                out += self._encode_piece(piece)
-            else:
-                out.append(token_id)
-        return out
+        """Ordinary text -> ids: split into pieces, look each up (whole tokens and remembered
+        pieces are one C-level dict lookup; others run BPE once), concatenate the ids."""
+        return list(itertools.chain.from_iterable(map(self._pieces.__getitem__, self._split(text))))
 
-    def _encode_piece(self, piece: str) -> list[int]:
-        """One piece that is not a whole token -> ids, by BPE (remembered in a bounded cache)."""
-        cached = self._cache.get(piece)
-        if cached is not None:
-            return cached
-        data = piece.encode("utf-8")  # UnicodeEncodeError on lone surrogates: caller fixes
+    def _bpe_ids(self, piece: str) -> list[int]:
+        """The ids of one piece that is not a whole token, by BPE on its bytes."""
+        data = piece.encode("utf-8")  # UnicodeEncodeError on lone surrogates: encode() fixes
         bytes_to_id = self._vocab.bytes_to_id
-        if data in bytes_to_id:  # a token that is not valid UTF-8 on its own
-            ids = [bytes_to_id[data]]
-        else:
-            tokens = bpe_merge([data[i : i + 1] for i in range(len(data))], self._vocab.ranks)
-            ids = [bytes_to_id[t] for t in tokens]
-        if len(self._cache) >= self._cache_size:
-            # First in, first out: dicts keep insertion order, so drop the oldest tenth.
-            for old in list(self._cache)[: max(1, self._cache_size // 10)]:
-                del self._cache[old]
-        self._cache[piece] = ids
-        return ids
+        if data in bytes_to_id:  # a token that is no valid UTF-8 by itself (not in the table)
+            return [bytes_to_id[data]]
+        return [bytes_to_id[t] for t in bpe_merge(list(map(_SINGLE_BYTES.__getitem__, data)), self._vocab.ranks)]
 
     # -- decoding ------------------------------------------------------------------------
 
@@ -612,6 +612,30 @@ class Tokenizer:
             ids=tuple(self._vocab.bytes_to_id[t] for t in tokens),
             whole_token=whole is not None,
         )
+
+
+class _PieceTable(dict):
+    """Piece text -> its ids.  It starts as every whole token; a piece that is missing runs
+    BPE once (``__missing__``) and is remembered.  At most ``limit`` remembered pieces are
+    kept (first in, first out), so encoding a huge file cannot grow memory without bound."""
+
+    def __init__(self, whole_tokens: dict[str, list[int]], bpe_ids, limit: int):
+        super().__init__(whole_tokens)
+        self._bpe_ids = bpe_ids
+        self.limit = max(1, limit)
+        self.remembered: collections.deque[str] = collections.deque()
+
+    def __missing__(self, piece: str) -> list[int]:
+        ids = self._bpe_ids(piece)
+        if len(self.remembered) >= self.limit:
+            for _ in range(max(1, self.limit // 10)):
+                del self[self.remembered.popleft()]
+        self[piece] = ids
+        self.remembered.append(piece)
+        return ids
+
+
+_SINGLE_BYTES = [bytes([b]) for b in range(256)]
 
 
 def _check_text(text) -> None:

@@ -130,7 +130,7 @@ def test_small_cache_gives_the_same_ids(reference):
     for _ in range(2):
         for case in reference["encode_ordinary"]:
             assert tok.encode_ordinary(case["text"]) == case["ids"], case["name"]
-    assert len(tok._cache) <= 16
+    assert len(tok._pieces.remembered) <= 16
 
 
 def test_special_token_semantics_match_tiktoken(tok, reference):
@@ -282,10 +282,11 @@ def test_from_files_reports_bad_files(tmp_path):
 
 def test_piece_cache_is_bounded():
     tok = Tokenizer.gpt2()
-    limit = tok._cache_size
+    limit = tok._pieces.limit
     words = [f"zq{i}xv" for i in range(limit + limit // 2)]  # none is a whole token
     tok.encode_ordinary(" ".join(words))
-    assert 0 < len(tok._cache) <= limit
+    assert 0 < len(tok._pieces.remembered) <= limit
+    assert len(tok._pieces) <= len(tok._vocab.text_to_ids) + limit
 
 
 def test_explain_agrees_with_encode(tok, reference):
@@ -313,3 +314,12 @@ def test_explain_shows_the_merges(tok):
     assert "Ġworld" in repr(ex) and "995" in str(ex)
     special = tok.explain("a<|endoftext|>", allowed_special="all").pieces[-1]
     assert special.special and special.ids == (50256,)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import gpt2np.tokenizer
+
+    result = doctest.testmod(gpt2np.tokenizer)
+    assert result.attempted >= 4 and result.failed == 0
