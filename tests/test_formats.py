@@ -614,3 +614,15 @@ def test_npz_save_is_atomic(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # neither the final name nor the temp file
     with pytest.raises(WeightsError, match="missing tensors"):
         save_npz(tmp_path / "m.npz", hp, {"wte": params["wte"]})
+
+
+def test_our_safetensors_file_read_by_the_library(tmp_path):
+    """Optional cross-check with Hugging Face's reader (dev only); the fixtures check the same layout."""
+    st_np = pytest.importorskip("safetensors.numpy")
+    rng = np.random.default_rng(7)
+    tensors = {"w": rng.standard_normal((4, 3)).astype(np.float32), "h": np.arange(5, dtype=np.float16),
+               "i": np.arange(3, dtype=np.int64), "flag": np.array([True, False])}
+    write_safetensors(tmp_path / "ours.safetensors", tensors, metadata={"format": "np"})
+    got = st_np.load_file(str(tmp_path / "ours.safetensors"))
+    for k, v in tensors.items():
+        assert_same(got[k], v, k)

@@ -104,7 +104,8 @@ def _read_all(path: pathlib.Path, verify: bool) -> dict:
             if start + info.file_size > len(buf):
                 raise WeightsError(f"{path}: member {info.filename} runs past the end; the file is truncated")
             if verify and zlib.crc32(memoryview(buf)[start:start + info.file_size]) != info.CRC:
-                raise WeightsError(f"{path}: member {name} fails its CRC-32 check; the file is corrupt")
+                raise WeightsError(f"{path}: member {name} fails its CRC-32 check; the file is corrupt "
+                                   f"(delete it and convert or download again)")
             out[name] = _read_member(buf, start, info.file_size, name, path)
         return out
 
