@@ -79,6 +79,13 @@ def test_committed_notebook_is_executed_small_and_current(name):
     errors = [o.get("ename") for c in cells for o in c.outputs if o.output_type == "error"]
     assert not errors, f"{name}: committed with errors {errors}"
     assert any("image/png" in o.get("data", {}) for c in cells for o in c.outputs), f"{name}: no plot"
+    # wherever a model is loaded, the output says plainly whether it is GPT-2 or the random stand-in
+    for cell in cells:
+        if "load_model()" in cell.source and "def load_model" not in cell.source:
+            text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+            assert "real GPT-2 124M weights" in text or "SMALL RANDOM MODEL" in text, (
+                f"{name}: the cell loading the model does not say which model it uses"
+            )
     # The committed notebook is what the generator makes (edit scripts/notebook_cells, then rebuild).
     expected = [(c.cell_type, c.source) for c in builder.build(name).cells]
     assert [(c.cell_type, c.source) for c in nb.cells] == expected, (

@@ -94,6 +94,12 @@ np.testing.assert_allclose(pk, sampling.next_token_probs(z, top_k=k), rtol=1e-6)
 np.testing.assert_array_equal(zk, sampling.apply_top_k(z, k))
 print(f"top-{k} keeps {[w for w, keep in zip(words, np.isfinite(zk)) if keep]}")
 
+fig, axes = plt.subplots(1, 3, figsize=(10, 2.8), sharey=True)
+show(axes[0], p, "softmax(z): all 12 words")
+show(axes[1], greedy, "greedy (τ = 0): one-hot at the argmax")
+show(axes[2], pk, f"top-k, k = {k}: renormalised", kept=np.isfinite(zk))
+fig.tight_layout()
+
 # %% [markdown]
 # ## 5. Top-$p$ (nucleus sampling)
 #
