@@ -167,10 +167,10 @@ def _run_convert(args):
         hparams = formats.check_hparams(json.loads(pathlib.Path(args.hparams).read_text()), args.hparams)
     if not pathlib.Path(args.src).exists():
         raise CLIError(f"{args.src}: no such file or folder")
-    kind, hparams, params = _read_weights(args.src, verify=not args.no_verify, hparams=hparams)
     out = pathlib.Path(args.output)
     if out.suffix != ".npz":
         raise CLIError(f"{out}: the output must end in .npz")
+    kind, hparams, params = _read_weights(args.src, verify=not args.no_verify, hparams=hparams)
     formats.save_npz(out, hparams, params)
     n = sum(a.size for a in formats.flatten(params).values())
     print(f"{out}: {n:,} parameters from {kind} {args.src}")

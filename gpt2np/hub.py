@@ -222,7 +222,10 @@ def download_file(url: str, dest, expected_size: int | None = None, sha256: str 
         return dest
 
     part = dest.with_name(dest.name + ".part")
-    session = session or requests.Session()
+    if session is None:
+        with requests.Session() as own:
+            return download_file(url, dest, expected_size, sha256, progress, retries, backoff, timeout,
+                                 own, chunk_size)
     attempt = 0
     while True:
         have = part.stat().st_size if part.exists() else 0
