@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gpt2np import GPT2, Config
-from gpt2np.sampling import generate_ids, iter_ids, perplexity, sliding_windows
+from gpt2np.sampling import generate_ids, iter_ids, next_token_probs, perplexity, sliding_windows
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 
@@ -229,3 +229,33 @@ def test_finished_rows_leave_the_batch(tiny):
     # the prefill has every row; the call before step k only the rows that made a token at step k - 1
     want_rows = [len(prompts)] + [sum(end >= k for end in ends) for k in range(1, 20)]
     assert rows_per_call == [n for n in want_rows if n > 0]
+
+
+def test_shared_seed_rows_do_not_shift_each_other(small):
+    """With one seed for the batch, a row's samples do not depend on when other rows stop."""
+    prompts = [[1, 2, 3], [4, 5]]
+    kw = dict(max_new_tokens=12, temperature=1.0, seed=9)
+    free = generate_ids(small, prompts, stop_ids=(), **kw)
+    stop = free[1][2]  # row 1 will stop at its third token ...
+    assert stop not in free[0]  # ... and row 0 never draws it
+    stopped = generate_ids(small, prompts, stop_ids=(stop,), **kw)
+    assert stopped[1] == free[1][: free[1].index(stop)]
+    assert stopped[0] == free[0]
+
+
+def test_first_sampled_token_follows_next_token_probs(small):
+    """The loop draws from next_token_probs of the model's last logits (chi-square test)."""
+    prompt = [7, 8, 9]
+    settings = dict(temperature=1.5, top_k=12)
+    probs = next_token_probs(small(prompt)[-1], **settings).astype(np.float64)
+    rng = np.random.default_rng(2024)
+    n = 3000
+    firsts = [generate_ids(small, prompt, 1, seed=rng, stop_ids=(), **settings)[0] for _ in range(n)]
+    counts = np.bincount(firsts, minlength=len(probs))
+    assert counts[probs == 0].sum() == 0
+    kept = probs > 0
+    expected = n * probs[kept]
+    chi2 = float(np.sum((counts[kept] - expected) ** 2 / expected))
+    dof = int(kept.sum()) - 1
+    assert dof == 11
+    assert chi2 < 37.4, f"chi2 = {chi2:.1f} with {dof} degrees of freedom"  # 99.99% quantile: 37.4

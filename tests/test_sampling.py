@@ -153,8 +153,8 @@ def test_sampled_frequencies_match_the_distribution():
     expected = n * probs[kept].astype(np.float64)
     chi2 = float(np.sum((counts[kept] - expected) ** 2 / expected))
     dof = int(kept.sum()) - 1
-    # 99.99% quantile of chi-square for dof <= 7 is below 30
-    assert dof >= 3 and chi2 < 30, f"chi2 = {chi2:.1f} with {dof} degrees of freedom"
+    assert dof == 5  # top-k 8, then top-p leaves 6 tokens
+    assert chi2 < 25.7, f"chi2 = {chi2:.1f} with {dof} degrees of freedom"  # 99.99% quantile: 25.74
 
 
 def test_seeds_reproduce():
