@@ -52,8 +52,8 @@ def load_model():
         return model, True
     except Exception as err:  # not in the cache (or no network allowed): say so and fall back
         config = Config(n_vocab=50257, n_ctx=256, n_embd=64, n_head=4, n_layer=2)
-        print(f"Real GPT-2 weights are not in the cache ({type(err).__name__}).\\n"
-              f"USING A SMALL RANDOM MODEL instead: {config}.\\n"
+        print(f"Real GPT-2 weights are not in the cache ({type(err).__name__}; `gpt2np download 124M` "
+              f"puts them there).\\nUSING A SMALL RANDOM MODEL instead: {config}.\\n"
               "Every formula and check below is the same, but its text and pictures are not meaningful.")
         return GPT2.random(config, seed=0), False
 '''
