@@ -167,3 +167,26 @@ def test_seeds_reproduce():
     assert make_rng(g) is g
     with pytest.raises(ValueError, match="seed"):
         make_rng("abc")
+
+
+class FixedDraws:
+    """Stands in for a Generator: random() returns the given numbers in turn."""
+
+    def __init__(self, *values):
+        self.values = list(values)
+
+    def random(self):
+        return self.values.pop(0)
+
+
+def test_sample_inverts_the_cumulative_distribution():
+    probs = np.array([0.0, 0.25, 0.0, 0.5, 0.25, 0.0], dtype=np.float32)
+    # cumulative: 0, .25, .25, .75, 1, 1 -> u in [0, .25) gives 1, [.25, .75) gives 3, [.75, 1) gives 4
+    draws = FixedDraws(0.0, 0.2499, 0.25, 0.7, 0.75, 0.999999)
+    assert [sample(probs, draws) for _ in range(6)] == [1, 1, 3, 3, 4, 4]  # never a zero-probability id
+
+
+def test_top_p_always_keeps_the_most_likely_token_in_float32():
+    z = np.array([0.0, 3.0, 1.0], dtype=np.float32)
+    # 1 - 1e-9 rounds to 1.0 in float32, so every cumulative sum is <= 1 - top_p
+    assert np.isfinite(apply_top_p(z, 1e-9)).tolist() == [False, True, False]
