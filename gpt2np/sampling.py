@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 
@@ -272,14 +272,19 @@ def _as_batch(ids, n_vocab: int) -> tuple[list[list[int]], bool]:
         rows = [ids] if single else [list(np.asarray(r).reshape(-1).tolist()) for r in ids]
     if not rows:
         raise ValueError("the batch is empty: give at least one sequence of ids")
+    checked = []
     for b, row in enumerate(rows):
         where = "the prompt" if single else f"prompt {b}"
         if len(row) == 0:
             raise ValueError(f"{where} is empty: give at least one token id (e.g. <|endoftext|> = {EOT})")
-        for t in row:
-            if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < n_vocab:
-                raise ValueError(f"{where} holds {t!r}, not a token id in [0, {n_vocab})")
-    return [[int(t) for t in row] for row in rows], single
+        arr = np.asarray(row)
+        if arr.ndim != 1 or arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"{where} must be a flat sequence of integer token ids, got {row[:8]!r}")
+        bad = np.flatnonzero((arr < 0) | (arr >= n_vocab))
+        if bad.size:
+            raise ValueError(f"{where} holds {int(arr[bad[0]])} at index {bad[0]}, not a token id in [0, {n_vocab})")
+        checked.append(arr.astype(np.int64).tolist())
+    return checked, single
 
 
 def _row_rngs(seed, batch_size: int, single: bool):
