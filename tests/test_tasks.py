@@ -1,7 +1,9 @@
 """GPT-2's zero-shot tasks: prompt construction, output cutting, example files, end to end."""
 
 import json
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from gpt2np import Tokenizer, tasks
@@ -103,3 +105,23 @@ def test_answer_end_to_end(tok):
 def test_continue_text(tok):
     model = Scripted(tok.encode(" and so on"))
     assert tasks.continue_text(model, tok, "Once upon a time", max_new_tokens=10) == " and so on"
+
+
+def test_summarize_samples_from_the_top_2(tok):
+    """Three tokens nearly tied at the top: top-k 2 sampling only ever picks the first two."""
+    a, b, c = tok.encode(" a")[0], tok.encode(" b")[0], tok.encode(" c")[0]
+
+    class Constant:
+        config = SimpleNamespace(n_vocab=50257, n_ctx=1024)
+
+        def new_cache(self, batch_size=1, max_len=None):
+            return SimpleNamespace(length=0)
+
+        def __call__(self, ids, attention_mask=None, cache=None, last_only=False):
+            logits = np.zeros((np.asarray(ids).shape[0], 50257), dtype=np.float32)
+            logits[:, [a, b, c]] = [5.0, 4.9, 4.8]
+            return logits
+
+    out = tasks.summarize(Constant(), tok, "An article.", seed=1)
+    words = out.split()
+    assert len(words) == 100 and set(words) == {"a", "b"}
