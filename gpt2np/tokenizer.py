@@ -148,7 +148,7 @@ def _chunks(text: str, size: int = 1024):
     fast path take the ASCII parts of mostly-ASCII text."""
     start = 0
     while True:
-        cut = text.find("\n", start + size)
+        cut = text.find("\n", start + max(size, 1))
         while cut > 0 and text[cut - 1].isspace():
             cut = text.find("\n", cut + 1)
         if cut < 0:
@@ -323,9 +323,15 @@ def _read_vocab(encoder_json, vocab_bpe) -> _Vocab:
         if data is not None and (len(data) == 1 or data in ranks):
             bytes_to_id[data] = token_id
             id_to_bytes[token_id] = data
-        else:  # not a byte and not made by a merge, e.g. "<|endoftext|>"
+        elif token.startswith("<|") and token.endswith("|>"):  # e.g. "<|endoftext|>"
             special[token] = token_id
             id_to_bytes[token_id] = token.encode("utf-8")
+        else:
+            raise ValueError(
+                f"{encoder_json}: token {token!r} (id {token_id}) is neither a byte, nor made by a "
+                f"merge in {vocab_bpe}, nor a special token like '<|endoftext|>' (is {vocab_bpe} "
+                "truncated?)"
+            )
     missing_bytes = [b for b in range(256) if bytes([b]) not in bytes_to_id]
     if missing_bytes:
         raise ValueError(
@@ -397,7 +403,7 @@ class Tokenizer:
     def from_files(cls, encoder_json, vocab_bpe) -> "Tokenizer":
         """A tokenizer from OpenAI-format files: ``encoder.json`` (token -> id) and ``vocab.bpe``
         (one merge per line, in rank order).  Entries of ``encoder.json`` that are neither a
-        byte nor made by a merge (GPT-2: ``<|endoftext|>``) are special tokens."""
+        byte nor made by a merge must look like ``<|name|>``: they are the special tokens."""
         return cls(_read_vocab(encoder_json, vocab_bpe))
 
     # -- sizes ---------------------------------------------------------------------------
@@ -446,23 +452,50 @@ class Tokenizer:
           special token not allowed), so untrusted text cannot smuggle in ``<|endoftext|>``;
         - special-token text that is neither (e.g. ``disallowed_special=()``) is ordinary text.
         """
+        text, allowed = self._check_special(text, allowed_special, disallowed_special)
+        ids: list[int] = []
+        for part, special in self._segments(text, allowed):
+            if special:
+                ids.append(self._special[part])
+            else:
+                ids += self._encode_segment(part)
+        return ids
+
+    def _check_special(self, text, allowed_special, disallowed_special) -> tuple[str, frozenset[str]]:
+        """Apply tiktoken's rules before encoding: raise on a disallowed special token, fix
+        surrogates.  Unlike tiktoken, names that are not special tokens are an error.
+        Returns (text, the allowed special tokens)."""
         _check_text(text)
         allowed = self._special_set(allowed_special, "allowed_special")
         if disallowed_special == "all":
             disallowed = frozenset(self._special) - allowed
         else:
             disallowed = self._special_set(disallowed_special, "disallowed_special")
-        for token in sorted(disallowed, key=text.find):
-            if token in text:
-                raise ValueError(
-                    f"the text contains the special token {token!r}, which is disallowed; pass "
-                    f"allowed_special={{{token!r}}} to encode it as id {self._special[token]}, or "
-                    "disallowed_special=() to encode it as ordinary text"
-                )
-        try:
-            return self._encode_with_special(text, allowed)
-        except UnicodeEncodeError:
-            return self._encode_with_special(_fix_surrogates(text), allowed)
+        found = [token for token in disallowed if token in text]
+        if found:
+            token = min(found, key=text.find)
+            raise ValueError(
+                f"the text contains the special token {token!r}, which is disallowed; pass "
+                f"allowed_special={{{token!r}}} to encode it as id {self._special[token]}, or "
+                "disallowed_special=() to encode it as ordinary text"
+            )
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates: fix the whole text as tiktoken does
+                text = _fix_surrogates(text)
+        return text, allowed
+
+    def _segments(self, text: str, allowed: frozenset[str]):
+        """Yield (part, is_special): the text cut at allowed special tokens.  The ordinary
+        parts are split into pieces on their own, so no piece crosses a special token."""
+        if not allowed or not any(token in text for token in allowed):
+            yield text, False
+            return
+        splitter = regex.compile("(" + "|".join(regex.escape(t) for t in allowed) + ")")
+        for index, part in enumerate(splitter.split(text)):
+            if index % 2 or part:
+                yield part, bool(index % 2)
 
     def _special_set(self, value, name: str) -> frozenset[str]:
         if value == "all":
@@ -477,20 +510,6 @@ class Tokenizer:
                 f"vocabulary (special tokens: {sorted(self._special)})"
             )
         return tokens
-
-    def _encode_with_special(self, text: str, allowed: frozenset[str]) -> list[int]:
-        if not allowed or not any(token in text for token in allowed):
-            return self._encode_segment(text)
-        # The ordinary text between special tokens is split and encoded on its own, so no
-        # piece crosses a special token (as in tiktoken).
-        splitter = regex.compile("(" + "|".join(regex.escape(t) for t in allowed) + ")")
-        ids: list[int] = []
-        for index, part in enumerate(splitter.split(text)):
-            if index % 2:
-                ids.append(self._special[part])
-            elif part:
-                ids.extend(self._encode_segment(part))
-        return ids
 
     def _encode_segment(self, text: str) -> list[int]:
         """Ordinary text -> ids: split into pieces, look each up (whole tokens and remembered
@@ -559,24 +578,14 @@ class Tokenizer:
         >>> Tokenizer.gpt2().explain("Hello world").pieces[1].merges[0]
         Merge('Ġ' + 'w' -> 'Ġw' (rank 10); symbols: Ġw o r l d)
         """
-        ids = self.encode(text, allowed_special, disallowed_special)  # same checks and ids
-        if isinstance(text, str):
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                text = _fix_surrogates(text)
-        allowed = self._special_set(allowed_special, "allowed_special")
-        if allowed:
-            splitter = regex.compile("(" + "|".join(regex.escape(t) for t in allowed) + ")")
-            parts = splitter.split(text)
-        else:
-            parts = [text]
+        ids = self.encode(text, allowed_special, disallowed_special)
+        text, allowed = self._check_special(text, allowed_special, disallowed_special)
         pieces = []
-        for index, part in enumerate(parts):
-            if index % 2:
+        for part, special in self._segments(text, allowed):
+            if special:
                 pieces.append(PieceExplanation.special_token(part, self._special[part]))
             else:
-                pieces.extend(self._explain_piece(p) for p in self._split(part))
+                pieces += [self._explain_piece(piece) for piece in self._split(part)]
         explanation = Explanation(text, tuple(pieces), ids)
         assert [i for p in pieces for i in p.ids] == ids, "explain disagrees with encode"
         return explanation

@@ -278,6 +278,11 @@ def test_from_files_reports_bad_files(tmp_path):
     bad_bpe.write_text("#version: 0.2\nĠ t\nonly_one\n", encoding="utf-8")
     with pytest.raises(ValueError, match="line 3"):
         Tokenizer.from_files(assets / "encoder.json", bad_bpe)
+    truncated = tmp_path / "truncated.bpe"
+    truncated.write_text("\n".join(good_bpe.read_text(encoding="utf-8").split("\n")[:40001]) + "\n",
+                         encoding="utf-8")
+    with pytest.raises(ValueError, match="truncated"):
+        Tokenizer.from_files(assets / "encoder.json", truncated)
 
 
 def test_piece_cache_is_bounded():

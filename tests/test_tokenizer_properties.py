@@ -16,6 +16,7 @@ from gpt2np.tokenizer import (
     ASCII_PATTERN,
     OPENAI_PATTERN,
     _NEWER_THAN_UNICODE_16,
+    _chunks,
     _pretokenizers,
     bpe_merge,
     pretokenize,
@@ -99,6 +100,16 @@ def test_explain_agrees_with_encode(text):
 def test_ascii_fast_path_splits_like_the_full_pattern(text):
     general, ascii_only = _pretokenizers()
     assert ascii_only(text) == general(text)
+
+
+@quick
+@given(st.text(st.sampled_from(list("ab1 .\n\n\t\r\u00a0é東'")), max_size=120), st.integers(0, 8))
+def test_cutting_before_newlines_keeps_the_pieces(text, size):
+    general, ascii_only = _pretokenizers()
+    chunks = list(_chunks(text, size))
+    assert "".join(chunks) == text
+    assert [p for c in chunks for p in general(c)] == general(text)
+    assert [p for c in chunks for p in (ascii_only(c) if c.isascii() else general(c))] == general(text)
 
 
 @quick
