@@ -289,6 +289,11 @@ def json_sample() -> str:
     )
 
 
+def in_contexts(c: str) -> str:
+    """One character where each alternative of the pattern could claim it."""
+    return f"a{c}b {c}1{c}{c} {c}\n{c}  {c}'s{c}"
+
+
 def newer_unicode_sample() -> str:
     """Letters/digits assigned after Unicode 16.0 (tiktoken's tables treat them as symbols)."""
     sys.path.insert(0, str(ROOT))
@@ -298,8 +303,14 @@ def newer_unicode_sample() -> str:
 
     newer = regex.compile(f"[{_NEWER_THAN_UNICODE_16}]")
     chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000 and newer.match(chr(c))]
-    picked = chars[::97] + chars[:5] + chars[-5:]
-    return " ".join(f"a{c}b {c}1 {c}{c}" for c in picked)
+    picked = chars[::211] + chars[:3] + chars[-3:]
+    return " ".join(in_contexts(c) for c in picked)
+
+
+def code_point_sample() -> list[str]:
+    """Every 3001st code point of the whole range (no surrogates), in contexts, in chunks."""
+    chars = [chr(c) for c in range(0, 0x110000, 3001) if not 0xD800 <= c < 0xE000]
+    return [" ".join(in_contexts(c) for c in chars[i:i + 100]) for i in range(0, len(chars), 100)]
 
 
 def random_unicode(rng: random.Random, count: int) -> list[str]:
@@ -345,10 +356,10 @@ def corpus(rng: random.Random) -> list[tuple[str, str]]:
     cases += [(f"control_{i}", t) for i, t in enumerate(control_chars())]
     cases += [(f"endoftext_{i}", t) for i, t in enumerate(ENDOFTEXT_TEXTS)]
     cases += [("newer_than_unicode_16", newer_unicode_sample())]
+    cases += [(f"code_points_{i}", t) for i, t in enumerate(code_point_sample())]
     cases += [
         ("surrogates_lone", "lone \ud800 high and \udfff low and \udc00\ud800 reversed"),
         ("surrogates_pair", "a pair \ud83e\udd16 that is a robot"),
-        ("long_letters", "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(5000))),
         ("long_repeat", "a" * 3000 + " " + "ab" * 1000 + " " + "." * 1000 + "🤖" * 300),
         ("letters_32000", "".join(rng.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
                                   for _ in range(32000))),
