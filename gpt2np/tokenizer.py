@@ -49,7 +49,11 @@ __all__ = [
     "bytes_to_unicode",
     "bpe_merge",
     "PRETOKENIZE_PATTERN",
+    "ASCII_PATTERN",
+    "compile_pretokenizer",
     "pretokenize",
+    "to_stand_ins",
+    "from_stand_ins",
     "OPENAI_PATTERN",
     "ENDOFTEXT",
 ]
