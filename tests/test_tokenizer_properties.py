@@ -100,6 +100,7 @@ def test_explain_agrees_with_encode(text):
 def test_ascii_fast_path_splits_like_the_full_pattern(text):
     general, ascii_only = _pretokenizers()
     assert ascii_only(text) == general(text)
+    assert regex.findall(ASCII_PATTERN, text) == general(text)  # the Python 3.10 fallback
 
 
 @quick
