@@ -283,7 +283,7 @@ class _Vocab:
     id_to_bytes: list[bytes]  # token id -> its bytes (special tokens: their UTF-8 text)
     bytes_to_id: dict[bytes, int]  # ordinary tokens only
     ranks: dict[bytes, int]  # bytes of a merged token -> its line in vocab.bpe (0-based)
-    text_to_ids: dict[str, list[int]]  # tokens whose bytes are valid UTF-8, by text: [id]
+    text_to_ids: dict[str, tuple[int]]  # tokens whose bytes are valid UTF-8, by text: (id,)
     special: dict[str, int]  # special token text -> id
 
 
@@ -352,7 +352,7 @@ def _read_vocab(encoder_json, vocab_bpe) -> _Vocab:
     text_to_ids = {}
     for data, token_id in bytes_to_id.items():
         try:
-            text_to_ids[data.decode("utf-8")] = [token_id]
+            text_to_ids[data.decode("utf-8")] = (token_id,)
         except UnicodeDecodeError:
             pass  # a token holding part of a character can never be a whole piece
     return _Vocab(id_to_bytes, bytes_to_id, ranks, text_to_ids, special)
@@ -520,13 +520,16 @@ class Tokenizer:
         pieces are one C-level dict lookup; others run BPE once), concatenate the ids."""
         return list(itertools.chain.from_iterable(map(self._pieces.__getitem__, self._split(text))))
 
-    def _bpe_ids(self, piece: str) -> list[int]:
-        """The ids of one piece that is not a whole token, by BPE on its bytes."""
+    def _bpe_ids(self, piece: str) -> tuple[int, ...]:
+        """The ids of one piece that is not a whole token, by BPE on its bytes.  (Tuples, not
+        lists: the garbage collector stops tracking tuples of ints, which keeps its passes
+        over the big piece table cheap.)"""
         data = piece.encode("utf-8")  # UnicodeEncodeError on lone surrogates: encode() fixes
         bytes_to_id = self._vocab.bytes_to_id
         if data in bytes_to_id:  # a token that is no valid UTF-8 by itself (not in the table)
-            return [bytes_to_id[data]]
-        return [bytes_to_id[t] for t in bpe_merge(list(map(_SINGLE_BYTES.__getitem__, data)), self._vocab.ranks)]
+            return (bytes_to_id[data],)
+        symbols = list(map(_SINGLE_BYTES.__getitem__, data))
+        return tuple(map(bytes_to_id.__getitem__, bpe_merge(symbols, self._vocab.ranks)))
 
     # -- decoding ------------------------------------------------------------------------
 
@@ -632,13 +635,13 @@ class _PieceTable(dict):
     BPE once (``__missing__``) and is remembered.  At most ``limit`` remembered pieces are
     kept (first in, first out), so encoding a huge file cannot grow memory without bound."""
 
-    def __init__(self, whole_tokens: dict[str, list[int]], bpe_ids, limit: int):
+    def __init__(self, whole_tokens: dict[str, tuple[int]], bpe_ids, limit: int):
         super().__init__(whole_tokens)
         self._bpe_ids = bpe_ids
         self.limit = max(1, limit)
         self.remembered: collections.deque[str] = collections.deque()
 
-    def __missing__(self, piece: str) -> list[int]:
+    def __missing__(self, piece: str) -> tuple[int, ...]:
         ids = self._bpe_ids(piece)
         if len(self.remembered) >= self.limit:
             for _ in range(max(1, self.limit // 10)):
