@@ -2,7 +2,7 @@
 
     python scripts/bench_tokenizer.py [--prose FILE] [--code FILE] [--repeats N]
 
-Measures, single-threaded:
+Measures, single-threaded, in CPU time of this process (median of the runs):
 - encode throughput on English prose and on source code, each run with a fresh tokenizer
   (an empty piece cache: "cold"), median of the runs; tiktoken's ``encode_ordinary`` on the
   same text, and the ratio;
@@ -83,17 +83,19 @@ def load_reference():
 
 
 def timed_pair(ours, theirs, repeats):
-    """Median seconds of ours() and theirs() over ``repeats`` rounds, the two run alternately
-    so that both see the same load on a shared machine.  Returns ((s, result), (s, result))."""
+    """Median CPU seconds of ours() and theirs() over ``repeats`` rounds.  The two run
+    alternately and are timed by the CPU time of this process (both are single-threaded), so
+    other jobs on a shared machine disturb the comparison as little as possible.
+    Returns ((seconds, result), (seconds, result))."""
     times: list[list[float]] = [[], []]
     results = [None, None]
     for _ in range(repeats):
         for k, fn in enumerate((ours, theirs)):
             if fn is None:
                 continue
-            start = time.perf_counter()
+            start = time.process_time()
             results[k] = fn()
-            times[k].append(time.perf_counter() - start)
+            times[k].append(time.process_time() - start)
     return tuple((statistics.median(t) if t else None, r) for t, r in zip(times, results))
 
 
