@@ -645,7 +645,7 @@ class _PieceTable(dict):
         ids = self._bpe_ids(piece)
         if len(self.remembered) >= self.limit:
             for _ in range(max(1, self.limit // 10)):
-                del self[self.remembered.popleft()]
+                self.pop(self.remembered.popleft(), None)  # (None: robust to threads)
         self[piece] = ids
         self.remembered.append(piece)
         return ids
