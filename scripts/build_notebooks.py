@@ -10,7 +10,9 @@ format: a line ``# %% [markdown]`` starts a markdown cell (its lines start with 
 everywhere. A notebook is written only if every cell ran without error, so a failing notebook never
 replaces a working one. Outputs (text and PNG figures) are kept so the notebooks read well on GitHub.
 
-``execute(nb)`` is also what ``tests/test_notebooks.py`` uses to run the committed notebooks.
+``execute(nb)`` is also what ``tests/test_notebooks.py`` uses to run the committed notebooks. It runs
+them with one BLAS thread (``OMP_NUM_THREADS`` etc. default to 1), so the committed timings of
+``07_kv_cache`` are single-threaded.
 """
 
 from __future__ import annotations
@@ -117,6 +119,17 @@ def _kernel_manager(tmp: pathlib.Path):
     return KernelManager(kernel_name="gpt2np-python3", kernel_spec_manager=ksm)
 
 
+# One BLAS/OpenMP thread per kernel unless the caller chose otherwise: on a small shared machine,
+# multi-threaded BLAS waiting for busy cores turns millisecond matmuls into 10-20 ms stalls, which
+# would make the test slower and the timings measured in 07_kv_cache meaningless.
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def kernel_env() -> dict:
+    """The environment the notebooks run in: this process's, with one BLAS thread by default."""
+    return {**os.environ, **{k: os.environ.get(k, "1") for k in THREAD_VARS}}
+
+
 def execute(nb: nbformat.NotebookNode, timeout: int = CELL_TIMEOUT) -> nbformat.NotebookNode:
     """Run every cell of ``nb`` in place, from the notebooks/ folder; raise on the first error."""
     from nbclient import NotebookClient
@@ -129,7 +142,7 @@ def execute(nb: nbformat.NotebookNode, timeout: int = CELL_TIMEOUT) -> nbformat.
             record_timing=False,
             resources={"metadata": {"path": str(NOTEBOOKS_DIR)}},
         )
-        client.execute()
+        client.execute(env=kernel_env())
     return nb
 
 

@@ -18,6 +18,7 @@
 SETUP
 
 # %%
+import os
 import time
 from gpt2np import layers
 
@@ -107,8 +108,10 @@ fig.tight_layout()
 # ## 4. Measured: time per token, with and without the cache
 #
 # Greedy generation both ways on this notebook's model, timing every step (the fastest of three
-# runs). Both must produce the same tokens. (The numbers depend on the machine and on what else it is doing; the shapes of the
-# curves are the point: rising with the position without a cache, flat with it.)
+# runs). Both must produce the same tokens. The numbers depend on the machine and on what else it is
+# doing; the shapes of the curves are the point: rising with the position without a cache, flat with
+# it. (The outputs committed here were measured with one BLAS thread, as `scripts/build_notebooks.py`
+# runs the notebooks; the cell below prints the setting.)
 
 # %%
 n_new = 32 if REAL else 200
@@ -138,6 +141,7 @@ t_without = np.min([t for _, t in runs_without], axis=0)
 t_with = np.min([t for _, t in runs_with], axis=0)
 assert seq_with == seq_without, "cached and uncached greedy generation differ"
 pos = len(start) + np.arange(n_new)
+print("BLAS threads (OPENBLAS_NUM_THREADS):", os.environ.get("OPENBLAS_NUM_THREADS", "library default"))
 print(f"{n_new} tokens: without cache {t_without.sum():.2f} s, with cache {t_with.sum():.2f} s "
       f"({t_without.sum() / t_with.sum():.1f}x)")
 print(f"ms per token, first 10 -> last 10 steps: without {1e3 * np.median(t_without[:10]):.2f} -> "
