@@ -21,6 +21,7 @@ import pathlib
 
 import numpy as np
 
+from . import kernels
 from .layers import (
     MASKED,
     attention_scores,
@@ -387,7 +388,7 @@ class GPT2:
         x = p["wte"][ids] + p["wpe"][positions]  # [B, T, d]
         for i, blk in enumerate(p["blocks"]):
             kv_store = None if cache is None else functools.partial(cache._append, i)
-            x = block(x, blk, self.config.n_head, mask, kv_store)  # [B, T, d]
+            x = kernels.block(x, blk, self.config.n_head, mask, kv_store)  # [B, T, d], in place
         if cache is not None:
             cache.length = past + T
 
