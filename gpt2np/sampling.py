@@ -166,7 +166,9 @@ def apply_top_p(logits: np.ndarray, top_p: float) -> np.ndarray:
     V = logits.shape[-1]
     order = (V - 1) - np.argsort(logits[..., ::-1], axis=-1, kind="stable")
     sorted_logits = np.take_along_axis(logits, order, axis=-1)
-    cumulative = np.cumsum(softmax(sorted_logits), axis=-1)  # [..., V], ends at ~1
+    # accumulate in float64 and round each partial sum back, as torch does on the CPU: a
+    # float32 running sum over 50257 terms drifts enough to move the cut
+    cumulative = np.cumsum(softmax(sorted_logits), axis=-1, dtype=np.float64).astype(logits.dtype)  # [..., V]
     remove_sorted = cumulative <= logits.dtype.type(1 - top_p)
     remove_sorted[..., -1] = False  # min_tokens_to_keep = 1
     remove = np.empty_like(remove_sorted)

@@ -9,6 +9,10 @@ Writes, under tests/fixtures/:
   and TopPLogitsWarper (min_tokens_to_keep=1), chained in generate()'s order and followed by
   a softmax, applied to fixed random logits (rows with ties, a uniform row, a row with
   -inf entries) for a grid of settings; also greedy (argmax of the penalised logits).
+- sampling_full_vocab.npz + sampling_full_vocab.json
+  the same processors on four rows of 50257 random logits (GPT-2's vocabulary size), chosen
+  so that a float32 running sum of the sorted probabilities would move some top-p cut;
+  stored as the kept-token masks (np.packbits) of each setting.
 - sampling_tiny_model.npz + sampling_tiny_model.json
   a tiny random GPT2LMHeadModel (float64) mapped onto gpt2np's params tree (formats.md
   section 4.3: no transposes), transformers' greedy generate() on a few prompts (each prompt
@@ -123,6 +127,58 @@ def make_processors_fixture() -> None:
     }
     (OUT / "sampling_processors.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(f"sampling_processors: {len(grid)} settings x {logits.shape}")
+
+
+FULL_SETTINGS = [
+    {"temperature": t, "top_k": k, "top_p": p, "repetition_penalty": r}
+    for t in (0.8, 1.0) for p in (0.5, 0.9, 0.95, 0.99) for k, r in ((None, None), (50, 1.3))
+]
+
+
+def _float32_cut_moves(z: np.ndarray, temperature: float, top_p: float) -> bool:
+    """Whether a float32 running sum puts the top-p cut elsewhere than a float64 one."""
+    x = np.sort(z / np.float32(temperature))
+    p = np.exp(x - x.max())
+    p = p / p.sum()
+    naive = np.cumsum(p) <= np.float32(1 - top_p)
+    precise = np.cumsum(p, dtype=np.float64).astype(np.float32) <= np.float32(1 - top_p)
+    return bool(np.any(naive[:-1] != precise[:-1]))
+
+
+def make_full_vocab_fixture() -> None:
+    """Rows chosen (from many random ones) so that the precision of the cumulative sum matters."""
+    rng = np.random.default_rng(99)
+    V = 50257
+    rows = []
+    while len(rows) < 4:
+        z = (rng.standard_normal(V) * rng.uniform(1.5, 4.0)).astype(np.float32)
+        if any(_float32_cut_moves(z, s["temperature"], s["top_p"]) for s in FULL_SETTINGS):
+            rows.append(z)
+    logits = np.stack(rows)
+    previous = [rng.integers(0, V, 300).tolist(), np.argsort(logits[1])[-20:].tolist() * 3, [], [5, 5, 7]]
+    masks = []
+    for setting in FULL_SETTINGS:
+        probs = reference_probs(logits, previous, setting["temperature"], setting["top_k"], setting["top_p"],
+                                setting["repetition_penalty"])
+        masks.append(np.packbits(probs > 0, axis=-1))
+    np.savez_compressed(
+        OUT / "sampling_full_vocab.npz",
+        logits=logits,
+        kept=np.stack(masks),
+        **{f"previous_{b}": np.array(ids, dtype=np.int64) for b, ids in enumerate(previous)},
+    )
+    meta = {
+        "made_by": "scripts/make_sampling_fixture.py",
+        "versions": versions(),
+        "settings": FULL_SETTINGS,
+        "arrays": {
+            "logits": "[4, 50257] float32, rows where a float32 running sum would move some top-p cut",
+            "kept": "[len(settings), 4, 6283] uint8: np.packbits(probs > 0, axis=-1) of transformers' result",
+            "previous_b": "row b's previous ids (for the repetition penalty)",
+        },
+    }
+    (OUT / "sampling_full_vocab.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"sampling_full_vocab: {len(FULL_SETTINGS)} settings x {logits.shape}")
 
 
 def params_tree_arrays(model) -> dict[str, np.ndarray]:
@@ -243,5 +299,6 @@ def versions() -> dict:
 if __name__ == "__main__":
     OUT.mkdir(parents=True, exist_ok=True)
     make_processors_fixture()
+    make_full_vocab_fixture()
     make_tiny_model_fixture()
     sys.exit(0)

@@ -190,3 +190,20 @@ def test_top_p_always_keeps_the_most_likely_token_in_float32():
     z = np.array([0.0, 3.0, 1.0], dtype=np.float32)
     # 1 - 1e-9 rounds to 1.0 in float32, so every cumulative sum is <= 1 - top_p
     assert np.isfinite(apply_top_p(z, 1e-9)).tolist() == [False, True, False]
+
+
+def test_full_vocabulary_cuts_match_transformers():
+    """At 50257 tokens the top-p cut must be computed as precisely as transformers does it:
+    every setting keeps exactly transformers' tokens."""
+    data = np.load(FIXTURES / "sampling_full_vocab.npz")
+    settings = json.loads((FIXTURES / "sampling_full_vocab.json").read_text())["settings"]
+    logits = data["logits"]
+    previous = [data[f"previous_{b}"].tolist() for b in range(len(logits))]
+    V = logits.shape[-1]
+    for setting, packed in zip(settings, data["kept"]):
+        want = np.unpackbits(packed, axis=-1, count=V).astype(bool)
+        got = next_token_probs(logits, previous_ids=previous, **setting)
+        for b in range(len(logits)):
+            n_diff = int(np.sum((got[b] > 0) != want[b]))
+            assert n_diff == 0, f"row {b}, {setting}: {n_diff} tokens kept differently (of {want[b].sum()} kept)"
+        np.testing.assert_allclose(got.sum(axis=-1), 1.0, rtol=1e-5)
