@@ -262,6 +262,16 @@ def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     return parser
 
 
+def _unescape(text: str) -> str:
+    r"""argparse type for --stop: the escapes \n, \t and \\ (a shell cannot easily pass a newline)."""
+    import re
+
+    out = re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}.get(m[1], m[0]), text)
+    if not out:
+        raise argparse.ArgumentTypeError("a stop string must not be empty")
+    return out
+
+
 def _gen_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="124M",
                    help="a size (124M, 355M, 774M, 1558M; downloaded once), a folder with a TF checkpoint, "
@@ -312,8 +322,8 @@ def _add_generate(sub) -> None:
     p.add_argument("prompt", nargs="?", default=None, help='the prompt text ("-" or omitted: read standard input)')
     _gen_model_args(p)
     _gen_sampling_args(p)
-    p.add_argument("--stop", action="append", default=None, metavar="TEXT",
-                   help="end the text before this string (repeatable)")
+    p.add_argument("--stop", action="append", default=None, metavar="TEXT", type=_unescape,
+                   help=r"end the text before this string (repeatable; \n, \t and \\ are understood)")
     p.add_argument("--no-stream", dest="stream", action="store_false", help="print the text only when it is complete")
     p.add_argument("--echo", action="store_true", help="print the prompt before its continuation")
     p.set_defaults(func=_run_generate)

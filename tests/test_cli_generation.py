@@ -117,6 +117,7 @@ def test_score(capsys, tmp_path, tiny, tok):
         (["generate", "x", "--repetition-penalty", "0"], "--repetition-penalty"),
         (["score", "f.txt", "--stride", "0"], "--stride"),
         (["summarize", "f.txt", "--top-k", "-2"], "--top-k"),
+        (["generate", "x", "--stop", ""], "--stop"),
     ],
 )
 def test_bad_flag_values_give_one_line(capsys, argv, words):
@@ -157,3 +158,15 @@ def test_python_dash_m(tiny, tmp_path):
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_stop_flag_understands_escapes(capsys):
+    from gpt2np.cli import _unescape
+
+    assert _unescape(r"\n") == "\n"
+    assert _unescape(r"Q:\tA") == "Q:\tA"
+    assert _unescape(r"a\\n") == "a\\n"  # an escaped backslash stays a backslash
+    assert _unescape(r"\d é") == r"\d é"  # other escapes are left alone
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "x", "--stop", ""])
+    assert e.value.code == 2 and "stop string must not be empty" in capsys.readouterr().err
