@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import gpt2np
 from gpt2np import GPT2, Config, Tokenizer
@@ -193,3 +194,23 @@ def test_real_tiny_model_stream_equals_whole(tok):
     assert whole == tok.decode(ids)
     greedy = generate(model, tok, ["Hello", "A longer prompt"], max_new_tokens=8)
     assert greedy == [generate(model, tok, p, max_new_tokens=8) for p in ["Hello", "A longer prompt"]]
+
+
+ALPHABET = st.sampled_from(list("ab .\n") + ["é", "🤖", "ñ", "語"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(ALPHABET, min_size=0, max_size=25), stops=st.lists(st.text(ALPHABET, min_size=1, max_size=4), max_size=3))
+def test_stop_strings_property(tok, text, stops):
+    """Whatever the text and stop strings: the text up to the earliest stop string, streamed
+    or not, and a streamed piece never shows text that is later cut."""
+    ids = tok.encode(text)
+    cut = min([text.find(s) for s in stops if s in text], default=len(text))
+    want = text[:cut]
+    assert generate(Scripted(ids), tok, "x", max_new_tokens=60, stop=stops or None) == want
+    shown = ""
+    for piece in generate(Scripted(ids), tok, "x", max_new_tokens=60, stop=stops or None, stream=True):
+        assert piece
+        shown += piece
+        assert want.startswith(shown)
+    assert shown == want
