@@ -476,9 +476,14 @@ def _held_back(text: str, stops: list[str]) -> int:
 
 
 def _first_stop(text: str, stops: list[str]) -> int:
-    """Index of the earliest occurrence of any stop string in ``text``, or -1."""
-    found = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return min(found) if found else -1
+    """Where the text is cut: the start of the stop string that is complete first (the
+    occurrence that *ends* first; of two ending together, the longer one), or -1.
+
+    Reading the text character by character would stop there, so the result does not
+    depend on how the text was split into tokens.
+    """
+    found = [(i + len(s), i) for s, i in ((s, text.find(s)) for s in stops) if i >= 0]
+    return min(found)[1] if found else -1
 
 
 class _TextStream:

@@ -76,6 +76,14 @@ def _valid_utf8(data: bytes) -> bool:
         return False
 
 
+def test_the_stop_string_complete_first_wins(tok):
+    # "bc" is complete before "abcd" is, even when one token brings both
+    for text in ["xabcdy", "x abcd y"]:
+        ids = tok.encode(text)
+        got = generate(Scripted(ids), tok, "x", max_new_tokens=20, stop=["abcd", "bc"])
+        assert got == text[: text.index("bc")]
+
+
 def test_whole_text_and_stream_agree(tok):
     ids = tok.encode(TEXT)
     whole = generate(Scripted(ids), tok, "x", max_new_tokens=100)
@@ -202,11 +210,13 @@ ALPHABET = st.sampled_from(list("ab .\n") + ["é", "🤖", "ñ", "語"])
 @settings(max_examples=60, deadline=None)
 @given(text=st.text(ALPHABET, min_size=0, max_size=25), stops=st.lists(st.text(ALPHABET, min_size=1, max_size=4), max_size=3))
 def test_stop_strings_property(tok, text, stops):
-    """Whatever the text and stop strings: the text up to the earliest stop string, streamed
-    or not, and a streamed piece never shows text that is later cut."""
+    """Whatever the text and stop strings: the text up to the stop string that is complete
+    first (whatever the tokens), streamed or not; a streamed piece never shows text that is
+    later cut."""
     ids = tok.encode(text)
-    cut = min([text.find(s) for s in stops if s in text], default=len(text))
-    want = text[:cut]
+    # read character by character, the text stops as soon as any stop string is complete
+    end = next((n for n in range(len(text) + 1) if any(s in text[:n] for s in stops)), None)
+    want = text if end is None else text[: min(text[:end].find(s) for s in stops if s in text[:end])]
     assert generate(Scripted(ids), tok, "x", max_new_tokens=60, stop=stops or None) == want
     shown = ""
     for piece in generate(Scripted(ids), tok, "x", max_new_tokens=60, stop=stops or None, stream=True):
