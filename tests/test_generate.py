@@ -259,3 +259,18 @@ def test_first_sampled_token_follows_next_token_probs(small):
     dof = int(kept.sum()) - 1
     assert dof == 11
     assert chi2 < 37.4, f"chi2 = {chi2:.1f} with {dof} degrees of freedom"  # 99.99% quantile: 37.4
+
+
+@pytest.mark.parametrize("tag, dtype", [("f64", np.float64), ("f32", np.float32)])
+def test_ragged_batch_matches_the_model_reference_fixture(tag, dtype):
+    """The forward-pass fixture (tests/fixtures/reference_gpt2_tiny.*, made by
+    scripts/make_reference.py) holds transformers' greedy continuations of two prompts of
+    different lengths; one left-padded batch gives both."""
+    with np.load(FIXTURES / "reference_gpt2_tiny.npz") as z:
+        ref = {k: z[k] for k in z.files}
+    hp = dict(zip(["n_vocab", "n_ctx", "n_embd", "n_head", "n_layer"], ref["hparams"].tolist()))
+    model = GPT2(Config(**hp), tree_from_flat(ref)).astype(dtype)
+    prompts = [ref["ids/a"].tolist(), ref["ids/b"].tolist()]
+    want = [ref[f"{tag}/greedy/a"].tolist(), ref[f"{tag}/greedy/b"].tolist()]
+    assert len(prompts[0]) != len(prompts[1])
+    assert generate_ids(model, prompts, len(want[0]), stop_ids=()) == want
