@@ -382,6 +382,8 @@ def _loop(model, rows, single, max_new_tokens, settings, stop, rngs, longest, ha
             return
         if len(keep) < len(active):
             cache, logits, active = _keep_rows(model, cache, keep), logits[keep], [active[i] for i in keep]
+        if np.isnan(logits).any():
+            raise ValueError(f"the model returned NaN logits at step {step}; its weights are probably broken")
         probs = next_token_probs(logits, previous_ids=[history[b] for b in active], **settings)  # [A, V]
         drawn = dict(zip(active, np.argmax(probs, axis=-1).tolist())) if greedy else {}
         if not greedy:

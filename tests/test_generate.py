@@ -274,3 +274,9 @@ def test_ragged_batch_matches_the_model_reference_fixture(tag, dtype):
     want = [ref[f"{tag}/greedy/a"].tolist(), ref[f"{tag}/greedy/b"].tolist()]
     assert len(prompts[0]) != len(prompts[1])
     assert generate_ids(model, prompts, len(want[0]), stop_ids=()) == want
+
+
+def test_nan_logits_are_reported(small):
+    broken = GPT2(small.config, {**small.params, "wte": np.full_like(small.params["wte"], np.nan)})
+    with pytest.raises(ValueError, match="NaN logits at step 0"):
+        generate_ids(broken, [1, 2], 3)
