@@ -170,3 +170,12 @@ def test_stop_flag_understands_escapes(capsys):
     with pytest.raises(SystemExit) as e:
         main(["generate", "x", "--stop", ""])
     assert e.value.code == 2 and "stop string must not be empty" in capsys.readouterr().err
+
+
+def test_base_url_reaches_the_download(capsys, tmp_path, monkeypatch):
+    """--base-url is handed to the hub: an empty mirror folder is named in the error."""
+    monkeypatch.setenv("GPT2NP_HOME", str(tmp_path / "cache"))
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    code, out, err = run(capsys, "generate", "x", "--model", "124M", "--base-url", str(mirror))
+    assert code == 1 and str(mirror) in err and len(err.strip().splitlines()) == 1
