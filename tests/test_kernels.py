@@ -118,6 +118,16 @@ def test_attention_tiles_skip_only_hidden_keys(monkeypatch):
             np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 
 
+def test_layer_norm_matches_layers():
+    rng = np.random.default_rng(7)
+    for dtype in (np.float32, np.float64):
+        x = (rng.standard_normal((2, 3, 50)) * 3 + 1).astype(dtype)
+        g, b = rng.standard_normal((2, 50)).astype(dtype)
+        got = kernels.layer_norm(x, g, b)
+        assert got.dtype == dtype and got.shape == x.shape
+        np.testing.assert_allclose(got, layers.layer_norm(x, g, b), **TOL[dtype])
+
+
 def test_gelu_and_softmax_match_layers():
     rng = np.random.default_rng(6)
     for dtype in (np.float32, np.float64):
