@@ -144,3 +144,19 @@ def test_gelu_and_softmax_match_layers():
         out = kernels.softmax_(s)
         assert out is s and out.dtype == dtype
         np.testing.assert_allclose(out, layers.softmax(x), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_model_forward_equals_the_readable_trace(dtype, monkeypatch):
+    """End to end: GPT2.__call__ (kernels, in tiles of 16 queries) against GPT2.trace (layers)."""
+    from gpt2np import GPT2, Config
+
+    monkeypatch.setattr(kernels, "TILE_ELEMENTS", 1)  # every call with a mask runs in tiles
+    model = GPT2.random(Config(n_vocab=97, n_ctx=64, n_embd=32, n_head=4, n_layer=2), seed=3, dtype=dtype)
+    ids = np.random.default_rng(8).integers(0, 97, 50)
+    expected = model.trace(ids)["logits"]  # [50, V], the readable formulas
+    np.testing.assert_allclose(model(ids), expected, **TOL[dtype])
+    cache = model.new_cache(1, 50)
+    got = [model(ids[None, :37], cache=cache)[0]]  # a prompt of 37 (3 tiles), then one token at a time
+    got += [model(ids[None, t:t + 1], cache=cache)[0] for t in range(37, 50)]
+    np.testing.assert_allclose(np.concatenate(got), expected, **TOL[dtype])
