@@ -254,6 +254,9 @@ def model_parts(args, npz, threads, weight_bytes, read_bytes, rows, out):
     tag = f"{threads} thread{'s' * (threads > 1)}"
     res = out.setdefault("threads", {}).setdefault(str(threads), {})
     res["info"] = {n: w.call("info")[2] for n, w in workers.items()}
+    if isinstance(res["info"]["gpt2np"]["threadpool"], str) and threads != os.cpu_count():
+        out["skipped"].append(f"threadpoolctl not installed: gpt2np ran with NumPy's default BLAS threads, "
+                              f"not {threads}")
     n_new = 32 if args.quick else 128
 
     def record(key, label, unit, med, runs, per):
