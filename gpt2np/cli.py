@@ -16,6 +16,13 @@ class CLIError(Exception):
     """An error caused by the user's input; printed as one line, exit status 1."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports bad arguments in one line (no usage block), exit status 2; subparsers inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 # --- tokenize (tokenizer issue) -------------------------------------------------
 def _add_tokenize(sub) -> None:
     p = sub.add_parser(
@@ -157,14 +164,11 @@ def _add_convert(sub):
 
 
 def _run_convert(args):
-    import json
     import pathlib
 
     from . import formats
 
-    hparams = None
-    if args.hparams:
-        hparams = formats.check_hparams(json.loads(pathlib.Path(args.hparams).read_text()), args.hparams)
+    hparams = _hparams_arg(args.hparams)
     if not pathlib.Path(args.src).exists():
         raise CLIError(f"{args.src}: no such file or folder")
     out = pathlib.Path(args.output)
@@ -174,6 +178,22 @@ def _run_convert(args):
     formats.save_npz(out, hparams, params)
     n = sum(a.size for a in formats.flatten(params).values())
     print(f"{out}: {n:,} parameters from {kind} {args.src}")
+
+
+def _hparams_arg(path: str | None) -> dict | None:
+    """The checked contents of an ``--hparams`` JSON file (None when the option is not given)."""
+    import json
+    import pathlib
+
+    from . import formats
+
+    if path is None:
+        return None
+    try:
+        hparams = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CLIError(f"{path}: not a JSON hparams file ({err})") from None
+    return formats.check_hparams(hparams, path)
 
 
 def _add_info(sub):
@@ -186,14 +206,9 @@ def _add_info(sub):
 
 
 def _run_info(args):
-    import json
-    import pathlib
-
     from . import formats
 
-    hparams = None
-    if args.hparams:
-        hparams = formats.check_hparams(json.loads(pathlib.Path(args.hparams).read_text()), args.hparams)
+    hparams = _hparams_arg(args.hparams)
     kind, hparams, params = _read_weights(args.model, verify=False, hparams=hparams)
     flat = formats.flatten(params)
     n = sum(a.size for a in flat.values())
@@ -252,16 +267,6 @@ _probability = _float_in(0.0, 1.0, True, "a probability with 0 < p <= 1")
 _penalty = _float_in(0.0, None, True, "a number > 0 (1 = no penalty)")
 
 
-def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Report bad arguments of this subcommand in one line (no usage block), exit status 2."""
-
-    def error(message: str):
-        parser.exit(2, f"{parser.prog}: error: {message} (see {parser.prog} --help)\n")
-
-    parser.error = error
-    return parser
-
-
 def _unescape(text: str) -> str:
     r"""argparse type for --stop: the escapes \n, \t and \\ (a shell cannot easily pass a newline)."""
     import re
@@ -317,8 +322,8 @@ def _read_file_arg(path: str, what: str) -> str:
 
 
 def _add_generate(sub) -> None:
-    p = _one_line_errors(sub.add_parser("generate", help="continue a prompt",
-                                        description="Continue PROMPT (or standard input) with GPT-2."))
+    p = sub.add_parser("generate", help="continue a prompt",
+                       description="Continue PROMPT (or standard input) with GPT-2.")
     p.add_argument("prompt", nargs="?", default=None, help='the prompt text ("-" or omitted: read standard input)')
     _gen_model_args(p)
     _gen_sampling_args(p)
@@ -347,9 +352,9 @@ def _run_generate(args) -> int:
 
 
 def _add_summarize(sub) -> None:
-    p = _one_line_errors(sub.add_parser("summarize", help='summarize an article ("TL;DR:")',
-                                        description="Summarize an article as in the GPT-2 paper: article + "
-                                                    "'TL;DR:', top-k 2 sampling, 100 tokens, first 3 sentences."))
+    p = sub.add_parser("summarize", help='summarize an article ("TL;DR:")',
+                       description="Summarize an article as in the GPT-2 paper: article + "
+                                   "'TL;DR:', top-k 2 sampling, 100 tokens, first 3 sentences.")
     p.add_argument("file", nargs="?", default="-", help="the article (a UTF-8 text file; - = standard input)")
     _gen_model_args(p)
     p.add_argument("--max-new-tokens", type=_positive_int, default=100, help="tokens to generate (default: 100)")
@@ -371,9 +376,9 @@ def _run_summarize(args) -> int:
 
 
 def _add_translate(sub) -> None:
-    p = _one_line_errors(sub.add_parser("translate", help="translate a sentence (English to French by default)",
-                                        description="Translate as in the GPT-2 paper: example lines "
-                                                    "'english = french', then 'SENTENCE =', greedy, first line."))
+    p = sub.add_parser("translate", help="translate a sentence (English to French by default)",
+                       description="Translate as in the GPT-2 paper: example lines "
+                                   "'english = french', then 'SENTENCE =', greedy, first line.")
     p.add_argument("sentence", nargs="?", default=None, help='the sentence ("-" or omitted: standard input)')
     _gen_model_args(p)
     p.add_argument("--examples", default=None, metavar="FILE",
@@ -394,9 +399,9 @@ def _run_translate(args) -> int:
 
 
 def _add_answer(sub) -> None:
-    p = _one_line_errors(sub.add_parser("answer", help="answer a question (optionally about a document)",
-                                        description="Answer as in the GPT-2 paper: document, example Q/A pairs, "
-                                                    "'Q: QUESTION A:', greedy, first line."))
+    p = sub.add_parser("answer", help="answer a question (optionally about a document)",
+                       description="Answer as in the GPT-2 paper: document, example Q/A pairs, "
+                                   "'Q: QUESTION A:', greedy, first line.")
     p.add_argument("question", nargs="?", default=None, help='the question ("-" or omitted: standard input)')
     _gen_model_args(p)
     p.add_argument("--document", default=None, metavar="FILE", help="a text the question is about")
@@ -419,9 +424,9 @@ def _run_answer(args) -> int:
 
 
 def _add_score(sub) -> None:
-    p = _one_line_errors(sub.add_parser("score", help="perplexity of a text file (sliding window)",
-                                        description="Token count, mean negative log-likelihood and perplexity "
-                                                    "of FILE, with the sliding window of transformers' guide."))
+    p = sub.add_parser("score", help="perplexity of a text file (sliding window)",
+                       description="Token count, mean negative log-likelihood and perplexity "
+                                   "of FILE, with the sliding window of transformers' guide.")
     p.add_argument("file", help="a UTF-8 text file (- = standard input)")
     _gen_model_args(p)
     p.add_argument("--max-length", type=_positive_int, default=None, help="window length (default: n_ctx)")
@@ -446,21 +451,28 @@ def _run_score(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gpt2np",
         description="GPT-2 in NumPy: tokenize, download, convert, generate, score.",
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"gpt2np {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, value in list(globals().items()):
         if name.startswith("_add_") and callable(value):
             value(sub)
+    for p in sub.choices.values():  # so that main() reports stray arguments as the subcommand's
+        p.set_defaults(parser=p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -468,6 +480,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except (CLIError, ValueError, OSError, NotImplementedError) as err:
+    except OSError as err:
+        print(f"gpt2np {args.command}: error: {_os_error_text(err)}", file=sys.stderr)
+        return 1
+    except (CLIError, ValueError, NotImplementedError) as err:
         print(f"gpt2np {args.command}: error: {err}", file=sys.stderr)
         return 1
+
+
+def _os_error_text(err: OSError) -> str:
+    """'FILE: No such file or directory' rather than "[Errno 2] No such file or directory: 'FILE'"."""
+    if err.strerror and err.filename is not None:
+        return f"{err.filename}: {err.strerror}"
+    return err.strerror or str(err)

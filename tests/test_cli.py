@@ -1,0 +1,80 @@
+"""The ``gpt2np`` command as a whole: every argument error of every subcommand is one line."""
+
+import subprocess
+import sys
+
+import pytest
+
+import gpt2np
+from gpt2np.cli import build_parser, main
+
+# each subcommand with arguments that parse (nothing runs: the stray option stops it first)
+VALID = {"tokenize": ["hi"], "download": ["124M"], "convert": ["src", "-o", "out.npz"], "info": ["124M"],
+         "generate": ["hi"], "summarize": ["a.txt"], "translate": ["hi"], "answer": ["hi"], "score": ["a.txt"]}
+SUBCOMMANDS = list(VALID)
+
+
+def test_every_subcommand_is_listed():
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if a.dest == "command"]
+    assert sorted(sub.choices) == sorted(SUBCOMMANDS)
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_unknown_option_is_one_line_naming_the_subcommand(capsys, command):
+    with pytest.raises(SystemExit) as e:
+        main([command, *VALID[command], "--no-such-option"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert err.count("\n") == 1 and "usage:" not in err, err
+    assert err.startswith(f"gpt2np {command}: error: ") and "--no-such-option" in err
+
+
+@pytest.mark.parametrize("argv, words", [
+    ([], "required: COMMAND"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["download"], "required: SIZE"),
+    (["download", "124M", "--source", "ftp"], "invalid choice: 'ftp'"),
+    (["convert", "folder"], "required: -o/--output"),
+    (["info"], "required: MODEL"),
+    (["score"], "required: file"),
+])
+def test_missing_or_wrong_arguments_are_one_line(capsys, argv, words):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert err.count("\n") == 1 and "usage:" not in err and words in err, err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out == f"gpt2np {gpt2np.__version__}\n"
+
+
+def test_file_errors_name_the_file_once(capsys, tmp_path):
+    missing = tmp_path / "missing.json"
+    code = main(["convert", str(tmp_path), "-o", str(tmp_path / "m.npz"), "--hparams", str(missing)])
+    err = capsys.readouterr().err
+    assert code == 1 and err == f"gpt2np convert: error: {missing}: No such file or directory\n"
+    (tmp_path / "bad.json").write_text("{not json")
+    code = main(["info", str(tmp_path), "--hparams", str(tmp_path / "bad.json")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "bad.json: not a JSON hparams file" in err
+
+
+def test_unsupported_mirror_scheme(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("GPT2NP_HOME", str(tmp_path))
+    code = main(["download", "124M", "--base-url", "ftp://example.org/gpt-2", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "unsupported URL scheme 'ftp'" in err, err
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_python_dash_m_help_and_error():
+    ok = subprocess.run([sys.executable, "-m", "gpt2np", "--help"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and all(c in ok.stdout for c in SUBCOMMANDS)
+    bad = subprocess.run([sys.executable, "-m", "gpt2np", "generate", "--top-k", "x"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
