@@ -217,6 +217,10 @@ def download_file(url: str, dest, expected_size: int | None = None, sha256: str 
     dest = pathlib.Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not re.match(r"^https?://", url):
+        scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", url)
+        if scheme and scheme[1].lower() != "file":
+            raise DownloadError(f"{url}: unsupported URL scheme {scheme[1]!r}; the base URL must be "
+                                f"http://, https://, file:// or a local folder")
         src = pathlib.Path(urllib.parse.urlsplit(url).path if url.startswith("file://") else url)
         _copy_local(src, dest, expected_size, sha256)
         return dest
