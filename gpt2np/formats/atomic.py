@@ -20,6 +20,7 @@ def atomic_write(path, mode: str = "wb"):
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; the final file gets the usual mode
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -34,6 +35,12 @@ def atomic_write(path, mode: str = "wb"):
     except BaseException:
         _remove(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read the umask is to set it
+    os.umask(mask)
+    return mask
 
 
 def _remove(p) -> None:
