@@ -4,6 +4,7 @@ comparison with tiktoken when it is installed (the fixture tests check the same 
 import hashlib
 import importlib.resources
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -205,6 +206,7 @@ def tiktoken_gpt2():
             os.environ.pop("TIKTOKEN_CACHE_DIR", None)
         else:
             os.environ["TIKTOKEN_CACHE_DIR"] = old
+        shutil.rmtree(cache, ignore_errors=True)  # leave nothing behind in /tmp
 
 
 @settings(max_examples=500, deadline=None)
