@@ -1,0 +1,93 @@
+"""The package's dependencies and rooms: gpt2np imports only numpy, regex, requests, tqdm and the
+standard library (never a reference tool), and its modules import each other as design.md allows."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "gpt2np"
+RUNTIME_DEPS = {"numpy", "regex", "requests", "tqdm"}
+REFERENCE_TOOLS = {"torch", "transformers", "tiktoken", "tensorflow", "safetensors", "keras", "jax"}
+
+
+def modules() -> dict[str, tuple[str, ast.Module]]:
+    """'gpt2np.model', 'gpt2np.formats.npz', ... -> (the package it is in, its syntax tree)."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        package = ".".join(parts[:-1])
+        name = package if parts[-1] == "__init__" else ".".join(parts)
+        out[name] = (package, ast.parse(path.read_text(encoding="utf-8")))
+    return out
+
+
+def imported(package: str, nodes) -> set[str]:
+    """Absolute names of the modules imported by these statements of a module in ``package``."""
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                found.add(node.module)
+            else:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                if node.module:
+                    found.add(".".join(base + [node.module]))
+                else:  # from . import hub
+                    found |= {".".join(base + [a.name]) for a in node.names}
+    return found
+
+
+def test_every_import_is_a_runtime_dependency_or_the_standard_library():
+    allowed = RUNTIME_DEPS | set(sys.stdlib_module_names) | {"gpt2np", "__future__"}
+    for name, (package, tree) in modules().items():
+        roots = {m.split(".")[0] for m in imported(package, ast.walk(tree))}  # also imports inside functions
+        assert roots <= allowed, f"{name} imports {sorted(roots - allowed)}"
+
+
+def test_rooms_import_only_what_design_md_allows():
+    """Module-level imports of gpt2np modules (a door inside a function is allowed, e.g. GPT2.load)."""
+    rooms = {
+        "gpt2np.tokenizer": set(),
+        "gpt2np.layers": set(),
+        "gpt2np.kernels": set(),
+        "gpt2np.sampling": set(),
+        "gpt2np.model": {"gpt2np.layers", "gpt2np.kernels"},
+        "gpt2np.hub": {"gpt2np.formats"},
+        "gpt2np.tasks": {"gpt2np.sampling", "gpt2np.tokenizer"},
+    }
+    for name, (package, tree) in modules().items():
+        ours = {m for m in imported(package, tree.body) if m.startswith("gpt2np.")}
+        if name.startswith("gpt2np.formats"):  # formats knows nothing of the model, the hub or text
+            assert all(m.startswith("gpt2np.formats") for m in ours), f"{name} imports {sorted(ours)}"
+        elif name in rooms:
+            assert ours <= rooms[name], f"{name} imports {sorted(ours - rooms[name])} at module level"
+
+
+def test_importing_and_using_gpt2np_loads_no_reference_tool(tmp_path):
+    script = f"""
+import importlib, pkgutil, sys
+import gpt2np
+for m in pkgutil.walk_packages(gpt2np.__path__, "gpt2np."):
+    if m.name != "gpt2np.__main__":
+        importlib.import_module(m.name)
+from gpt2np import GPT2, Config, Tokenizer, generate, hub
+model = GPT2.random(Config(n_vocab=50257, n_ctx=16, n_embd=8, n_head=2, n_layer=1))
+generate(model, Tokenizer.gpt2(), "Hi", max_new_tokens=2)
+model.save({str(tmp_path / "m.npz")!r}); GPT2.load({str(tmp_path / "m.npz")!r})
+try:  # the download path imports requests and tqdm
+    hub.download_file("file:///nonexistent/x", {str(tmp_path / "x")!r}, progress=False)
+except OSError:
+    pass
+print(" ".join(sorted({{m.split(".")[0] for m in sys.modules}})))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    loaded = set(result.stdout.split())
+    assert {"gpt2np", "numpy", "regex", "requests", "tqdm"} <= loaded  # the script did exercise them
+    assert not loaded & REFERENCE_TOOLS, f"gpt2np loaded {sorted(loaded & REFERENCE_TOOLS)}"
