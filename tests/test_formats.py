@@ -616,6 +616,20 @@ def test_npz_save_is_atomic(tmp_path, monkeypatch):
         save_npz(tmp_path / "m.npz", hp, {"wte": params["wte"]})
 
 
+def test_written_files_get_the_usual_mode(tmp_path):
+    """Not the 0600 of the temp file they were written as: umask 022 gives 0644, 002 gives 0664."""
+    hp, params = read_tf_checkpoint(TF / "gpt2")
+    for umask in (0o022, 0o002):
+        old = os.umask(umask)
+        try:
+            save_npz(tmp_path / f"m{umask:o}.npz", hp, params)
+            write_safetensors(tmp_path / f"t{umask:o}.safetensors", {"w": np.zeros(2, np.float32)})
+        finally:
+            os.umask(old)
+        for name in (f"m{umask:o}.npz", f"t{umask:o}.safetensors"):
+            assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
 def test_our_safetensors_file_read_by_the_library(tmp_path):
     """Optional cross-check with Hugging Face's reader (dev only); the fixtures check the same layout."""
     st_np = pytest.importorskip("safetensors.numpy")
