@@ -188,7 +188,6 @@ def from_tf_names(tensors: dict, hparams: dict, source: str) -> dict:
 
 # ---- Hugging Face names ----------------------------------------------------------------
 _HF_SKIP = re.compile(r"^h\.\d+\.(attn\.(bias|masked_bias)|crossattention\..*)$")
-_HF_LN = re.compile(r"^(ln_f|h\.\d+\.ln_[12])\.(weight|bias)$")
 
 
 def hf_to_flat(name: str) -> str | None:
