@@ -25,7 +25,6 @@ from . import kernels
 from .layers import (
     MASKED,
     attention_scores,
-    block,
     causal_mask,
     gelu,
     layer_norm,

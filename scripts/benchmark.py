@@ -434,7 +434,7 @@ def main():
 
     from bench_load import make_checkpoint
 
-    from gpt2np import GPT2, Config
+    from gpt2np import Config
 
     base = pathlib.Path(args.dir)
     folder, npz = base / "124M", base / "gpt2-124M.npz"

@@ -28,7 +28,7 @@ crc_mod = importlib.import_module("gpt2np.formats.crc32c")  # the package re-exp
 from gpt2np.formats.names import expected_shapes, flat_to_tf, from_tf_names, hf_to_flat, tf_to_flat
 from gpt2np.formats.protobuf import read_varint
 
-from test_formats_tfwriter import entry_proto, header_proto, write_bundle
+from test_formats_tfwriter import header_proto, write_bundle
 
 FIX = pathlib.Path(__file__).parent / "fixtures"
 TF = FIX / "tf_tiny"

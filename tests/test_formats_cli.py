@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from gpt2np import GPT2, hub
+from gpt2np import GPT2
 from gpt2np.cli import load_model_arg, main
 from gpt2np.formats import flatten, load_npz
 
@@ -85,7 +85,7 @@ def test_download_and_info_by_size(tiny, tmp_path, capsys, monkeypatch):  # noqa
         assert code == 0 and "cached tiny" in out
         model = load_model_arg("tiny")
         assert model.config.n_layer == 2
-        del server.files[f"/tiny/hparams.json"]
+        del server.files["/tiny/hparams.json"]
         code, _, err = run(capsys, "download", "tiny", "--base-url", server.url, "--cache-dir", str(tmp_path / "o"),
                            "--quiet")
         assert code == 1 and "HTTP 404" in err and len(err.strip().splitlines()) == 1

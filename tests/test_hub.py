@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import http.server
 import pathlib
-import shutil
 import threading
 
 import numpy as np
