@@ -91,3 +91,35 @@ print(" ".join(sorted({{m.split(".")[0] for m in sys.modules}})))
     loaded = set(result.stdout.split())
     assert {"gpt2np", "numpy", "regex", "requests", "tqdm"} <= loaded  # the script did exercise them
     assert not loaded & REFERENCE_TOOLS, f"gpt2np loaded {sorted(loaded & REFERENCE_TOOLS)}"
+
+
+def test_every_fixture_records_the_script_that_made_it_and_the_versions():
+    """Each file under tests/fixtures is described by a JSON record: the file itself, the .json of
+    the same name beside it, or a made_by.json in its folder or a parent folder below fixtures/."""
+    import json
+
+    fixtures = PACKAGE.parent / "tests" / "fixtures"
+
+    def record(path: pathlib.Path) -> tuple[pathlib.Path, dict]:
+        candidates = [path] if path.suffix == ".json" else []
+        candidates.append(path.with_suffix(".json"))
+        folder = path.parent
+        while folder != fixtures.parent:
+            candidates.append(folder / "made_by.json")
+            folder = folder.parent
+        for c in candidates:
+            if c.is_file():
+                data = json.loads(c.read_text(encoding="utf-8"))
+                if "made_by" in data or "script" in data:
+                    return c, data
+        raise AssertionError(f"{path.relative_to(fixtures)}: no record of the script that made it")
+
+    files = [p for p in fixtures.rglob("*") if p.is_file()]
+    assert len(files) > 10
+    for path in files:
+        where, data = record(path)
+        script = data.get("made_by") or data.get("script")
+        assert (PACKAGE.parent / script).is_file() and script.startswith("scripts/"), f"{where}: {script}"
+        versions = data.get("versions", data)
+        tools = {"numpy", "torch", "transformers", "tiktoken_version", "tensorflow", "safetensors"}
+        assert "python" in versions and tools & set(versions), f"{where}: no versions recorded"
