@@ -297,7 +297,11 @@ def _gen_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int = 50) -> 
 
 def _generation_model(args):
     """The model named by --model (a size, TF folder, .safetensors or .npz; see load_model_arg)."""
-    return load_model_arg(args.model, base_url=args.base_url)
+    model = load_model_arg(args.model, base_url=args.base_url)
+    if model.config.n_vocab < 50257:  # the commands speak text through GPT-2's tokenizer
+        raise CLIError(f"{args.model}: the model knows {model.config.n_vocab} tokens, but GPT-2's tokenizer "
+                       f"has 50257; this command needs a model with GPT-2's vocabulary")
+    return model
 
 
 def _read_text_arg(value: str | None, what: str) -> str:

@@ -64,6 +64,15 @@ def test_file_errors_name_the_file_once(capsys, tmp_path):
     assert code == 1 and err.count("\n") == 1 and "bad.json: not a JSON hparams file" in err
 
 
+def test_a_model_with_a_smaller_vocabulary_is_refused_by_name(capsys):
+    import pathlib
+
+    folder = pathlib.Path(__file__).parent / "fixtures" / "tf_tiny" / "gpt2"  # n_vocab 20
+    code = main(["generate", "Hello", "--model", str(folder)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "knows 20 tokens" in err and "50257" in err, err
+
+
 def test_unsupported_mirror_scheme(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("GPT2NP_HOME", str(tmp_path))
     code = main(["download", "124M", "--base-url", "ftp://example.org/gpt-2", "--quiet"])
