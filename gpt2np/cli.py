@@ -222,8 +222,6 @@ def _run_info(args):
 
 
 # --- generate / summarize / translate / answer / score (generation issue) -------
-# GENERATION-SECTION
-
 def _positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:
