@@ -6,6 +6,7 @@ The modules, in the order data flows through them:
 
 - ``tokenizer``  text <-> token ids (byte-level BPE, byte-exact with OpenAI's encoder)
 - ``layers``     the formulas of the forward pass as pure NumPy functions
+- ``kernels``    the same block rearranged for speed (in place, attention in tiles): what the model runs
 - ``model``      ``Config``, the params tree and ``GPT2`` (forward, KV cache, trace)
 - ``sampling``   logits processors, sampling and the generation loop
 - ``formats``    reading and writing weight files (TF checkpoint V2, safetensors, .npz)
