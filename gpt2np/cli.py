@@ -45,7 +45,7 @@ def _run_tokenize(args) -> int:
     from .tokenizer import Tokenizer
 
     tok = Tokenizer.gpt2()
-    text = " ".join(args.items) if args.items else sys.stdin.read()
+    text = " ".join(args.items) if args.items else _read_text_arg(None, "ids" if args.decode else "text")
     if args.decode:
         ids = []
         for word in text.replace(",", " ").split():

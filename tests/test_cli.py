@@ -53,6 +53,21 @@ def test_version(capsys):
     assert e.value.code == 0 and capsys.readouterr().out == f"gpt2np {gpt2np.__version__}\n"
 
 
+@pytest.mark.parametrize("argv", [["tokenize"], ["tokenize", "--decode"], ["generate"], ["translate"], ["answer"]])
+def test_no_text_at_a_terminal_is_an_error_not_a_wait(capsys, monkeypatch, argv):
+    class Terminal:
+        def isatty(self):
+            return True
+
+        def read(self):
+            raise AssertionError("read a terminal")
+
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    code = main([*argv, "--model", "nothing.npz"] if argv[0] != "tokenize" else argv)
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "pipe it on standard input" in err, err
+
+
 def test_file_errors_name_the_file_once(capsys, tmp_path):
     missing = tmp_path / "missing.json"
     code = main(["convert", str(tmp_path), "-o", str(tmp_path / "m.npz"), "--hparams", str(missing)])
