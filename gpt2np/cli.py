@@ -312,8 +312,9 @@ def _read_text_arg(value: str | None, what: str) -> str:
 
 
 def _read_file_arg(path: str, what: str) -> str:
+    """The text of a UTF-8 file, or standard input for "-"."""
     if path == "-":
-        return sys.stdin.read()
+        return _read_text_arg(None, what)
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()

@@ -53,7 +53,8 @@ def test_version(capsys):
     assert e.value.code == 0 and capsys.readouterr().out == f"gpt2np {gpt2np.__version__}\n"
 
 
-@pytest.mark.parametrize("argv", [["tokenize"], ["tokenize", "--decode"], ["generate"], ["translate"], ["answer"]])
+@pytest.mark.parametrize("argv", [["tokenize"], ["tokenize", "--decode"], ["generate"], ["translate"], ["answer"],
+                                  ["summarize"], ["score", "-"]])
 def test_no_text_at_a_terminal_is_an_error_not_a_wait(capsys, monkeypatch, argv):
     class Terminal:
         def isatty(self):
