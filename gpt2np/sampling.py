@@ -28,6 +28,8 @@ from typing import Iterator
 
 import numpy as np
 
+from .layers import log_softmax, softmax  # the formulas of layers.py, along the vocabulary axis
+
 EOT = 50256  # <|endoftext|> in the GPT-2 vocabulary, the default stop id
 
 # ---------------------------------------------------------------------------------------
@@ -174,13 +176,6 @@ def apply_top_p(logits: np.ndarray, top_p: float) -> np.ndarray:
     remove = np.empty_like(remove_sorted)
     np.put_along_axis(remove, order, remove_sorted, axis=-1)  # back to vocabulary order
     return np.where(remove, logits.dtype.type(-np.inf), logits)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """``p_i = exp(z_i - max z) / sum_j exp(z_j - max z)`` along the last axis (-inf -> 0)."""
-    z = logits - np.max(logits, axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / np.sum(e, axis=-1, keepdims=True)
 
 
 def greedy_probs(logits: np.ndarray) -> np.ndarray:
@@ -629,12 +624,6 @@ class Perplexity:
     n_tokens: int
     nll: float
     ppl: float
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """``log p_i = z_i - max z - log sum_j exp(z_j - max z)`` along the last axis."""
-    z = logits - np.max(logits, axis=-1, keepdims=True)
-    return z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
 
 
 def sliding_windows(n: int, max_length: int, stride: int) -> list[tuple[int, int, int]]:

@@ -56,7 +56,7 @@ def test_rooms_import_only_what_design_md_allows():
         "gpt2np.tokenizer": set(),
         "gpt2np.layers": set(),
         "gpt2np.kernels": set(),
-        "gpt2np.sampling": set(),
+        "gpt2np.sampling": {"gpt2np.layers"},
         "gpt2np.model": {"gpt2np.layers", "gpt2np.kernels"},
         "gpt2np.hub": {"gpt2np.formats"},
         "gpt2np.tasks": {"gpt2np.sampling", "gpt2np.tokenizer"},
