@@ -182,16 +182,9 @@ def _copy_local(src: pathlib.Path, dest: pathlib.Path, expected_size, sha256) ->
     try:
         shutil.copyfile(src, part)
     except OSError as e:
-        _unlink(part)
+        part.unlink(missing_ok=True)
         raise _disk_error(e, dest) from None
     _finish(part, dest, str(src), expected_size, sha256)
-
-
-def _unlink(p: pathlib.Path) -> None:
-    try:
-        p.unlink()
-    except FileNotFoundError:
-        pass
 
 
 def _disk_error(e: OSError, dest) -> OSError:
@@ -252,7 +245,7 @@ def download_file(url: str, dest, expected_size: int | None = None, sha256: str 
                 m = _CONTENT_RANGE.match(r.headers.get("Content-Range", ""))
                 if r.status_code == 206:
                     if not (have and m and int(m.group(1)) == have):
-                        _unlink(part)
+                        part.unlink(missing_ok=True)
                         raise _Transient(f"unexpected partial content ({r.headers.get('Content-Range')}); restarting")
                     mode = "ab"
                     total = None if m.group(3) == "*" else int(m.group(3))
@@ -346,7 +339,7 @@ def pretrained_npz(size: str = "124M", base_url=None, offline=None, cache_dir=No
         if "CRC32C" in str(e) or "truncated" in str(e):
             for name in spec.files:
                 if name.startswith("model.ckpt."):
-                    _unlink(folder / name)
+                    (folder / name).unlink(missing_ok=True)
             raise WeightsError(f"{e} (the corrupt checkpoint was deleted from the cache; run the command "
                                f"again to download it anew)") from None
         raise

@@ -20,20 +20,20 @@ def atomic_write(path, mode: str = "wb"):
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; the final file gets the usual mode
         with os.fdopen(fd, mode) as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp made it 0600; give it the usual mode
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        _remove(tmp)
+        pathlib.Path(tmp).unlink(missing_ok=True)
         if e.errno == errno.ENOSPC:
             raise OSError(errno.ENOSPC, f"disk full while writing {path}; free some space "
                                         f"(or set GPT2NP_HOME to a larger disk) and retry") from None
         raise
     except BaseException:
-        _remove(tmp)
+        pathlib.Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -41,10 +41,3 @@ def _umask() -> int:
     mask = os.umask(0o022)  # the only way to read the umask is to set it
     os.umask(mask)
     return mask
-
-
-def _remove(p) -> None:
-    try:
-        os.unlink(p)
-    except FileNotFoundError:
-        pass
