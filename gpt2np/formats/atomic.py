@@ -21,7 +21,7 @@ def atomic_write(path, mode: str = "wb"):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, mode) as f:
-            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp made it 0600; give it the usual mode
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600; give it the usual mode
             yield f
             f.flush()
             os.fsync(f.fileno())
