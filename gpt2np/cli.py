@@ -3,7 +3,8 @@
 Every subcommand is a pair of functions: ``_add_<name>(sub)`` declares its
 arguments and ``_run_<name>(args)`` does the work.  User errors are raised as
 ``CLIError`` (or ``ValueError``/``OSError`` from the library) and printed as
-one line on stderr with a non-zero exit status, never as a traceback.
+one line on stderr with exit status 1, never as a traceback; bad arguments are
+one line too (``_Parser``), with exit status 2.
 """
 
 from __future__ import annotations
