@@ -142,7 +142,9 @@ def execute(nb: nbformat.NotebookNode, timeout: int = CELL_TIMEOUT) -> nbformat.
             record_timing=False,
             resources={"metadata": {"path": str(NOTEBOOKS_DIR)}},
         )
-        client.execute(env=kernel_env())
+        # We pass our own kernel manager, so nbclient would leave the kernel running and its
+        # connection file in the temp folder unless told to clean up.
+        client.execute(env=kernel_env(), cleanup_kc=True)
     return nb
 
 
