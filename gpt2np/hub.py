@@ -153,10 +153,23 @@ def _sha256(path: pathlib.Path) -> str:
     return h.hexdigest()
 
 
+def _why_unreachable(err) -> str:
+    """A few words for a connection failure; requests' own message nests three exceptions deep."""
+    text = str(err)
+    for pattern, words in (("Failed to resolve|Name or service not known|nodename nor servname",
+                            "the host name could not be resolved"),
+                           ("Connection refused", "connection refused"),
+                           ("timed out|Timeout", "timed out"),
+                           ("Network is unreachable", "network is unreachable")):
+        if re.search(pattern, text):
+            return words
+    return f"{type(err).__name__}: {text[:200]}"
+
+
 def _unreachable(url: str, err) -> DownloadError:
     host = urllib.parse.urlsplit(url).netloc or url
     return DownloadError(
-        f"cannot reach {host} ({type(err).__name__}: {err}); check the network, or use a mirror "
+        f"cannot reach {host} ({_why_unreachable(err)}); check the network, or use a mirror "
         f"(GPT2NP_BASE_URL=URL-or-folder holding <size>/<file>, or --base-url), or convert a local "
         f"checkpoint with `gpt2np convert FOLDER -o OUT.npz`")
 
