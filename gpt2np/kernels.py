@@ -26,7 +26,14 @@ GEMV on ``wte`` as it is, and no second copy of any weight is made.
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import os
+import threading
+
 import numpy as np
+
+MASKED = -1e10  # layers.MASKED: exp(MASKED - max) is exactly 0
 
 # Scores per tile: B·H·tile·S floats of at most this many (4 MB in float32; 1-2 MB, 4 MB and 8 MB
 # tiles measured 33, 29 and 33 ms per layer for T = S = 1024), but at least MIN_TILE queries per
@@ -85,57 +92,244 @@ def softmax_(s: np.ndarray) -> np.ndarray:
     return s
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """``layers.attention``: softmax(Q Kᵀ / √d_k + M) V, computed a tile of queries at a time.
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None,
+              causal: bool = False, workers: int = 1) -> np.ndarray:
+    """``layers.attention``: softmax(Q Kᵀ / √d_k + M) V, a tile of queries at a time.
 
     q ``[B, H, T, dh]``, k and v ``[B, H, S, dh]`` (the last T of the S positions are the
-    queries'), mask additive, broadcastable to ``[B, H, T, S]``, with the causal part in it
-    (None: every key visible) -> ``[B, H, T, dh]``.
+    queries'); ``causal``: query i (position S - T + i) sees only keys j <= S - T + i;
+    ``mask``: an additive mask broadcastable to ``[B, H, T, S]`` on top of that (padding),
+    or None -> ``[B, H, T, dh]``, a view of a ``[B, T, H, dh]`` array (so that putting the
+    heads side by side again is a free reshape).  ``workers`` threads take a group of heads each.
+    """
+    B, H, T, dh = q.shape
+    q = q * dh ** -0.5  # [B, H, T, dh]: cheaper than scaling [B, H, T, S]
+    out = np.empty((B, T, H, dh), dtype=q.dtype).transpose(0, 2, 1, 3)  # [B, H, T, dh] view
+    per_head_mask = mask is not None and mask.ndim == 4 and mask.shape[1] > 1
+
+    def heads(h):  # h: a slice of the heads
+        _attend(q[:, h], k[:, h], v[:, h], mask[:, h] if per_head_mask else mask, out[:, h], causal)
+
+    in_parts(H, heads, workers)
+    return out
+
+
+def _attend(q, k, v, mask, out, causal):
+    """softmax(q kᵀ + mask) v into ``out``, with q already scaled, a tile of queries at a time.
+
+    Per tile the scores ``[B, H, tile, n_keys]`` go into one buffer, and the division by the
+    softmax's sum is done on the ``[tile, dh]`` output rather than on the ``[tile, n_keys]``
+    weights: (e/Σe)·V = (e·V)/Σe, one pass over a small array instead of a large one.
     """
     B, H, T, dh = q.shape
     S = k.shape[-2]
-    q = q * dh ** -0.5  # [B, H, T, dh]: cheaper than scaling [B, H, T, S]
-    out = np.empty(q.shape, dtype=q.dtype)
-    tile = T if mask is None else max(MIN_TILE, TILE_ELEMENTS // (B * H * S))
+    tile = T if not causal else max(MIN_TILE, TILE_ELEMENTS // (B * H * S))
     kT = k.swapaxes(-1, -2)  # [B, H, dh, S] (a view)
     scores = np.empty(B * H * min(tile, T) * S, dtype=q.dtype)  # reused by every tile
     for i0 in range(0, T, tile):
         i1 = min(T, i0 + tile)
-        # query i (position S - T + i) sees keys j <= S - T + i: this tile needs no key past
-        # S - T + i1 - 1 (with no mask, every key)
-        n_keys = S if mask is None else S - T + i1
-        s = scores[:B * H * (i1 - i0) * n_keys].reshape(B, H, i1 - i0, n_keys)
-        np.matmul(q[..., i0:i1, :], kT[..., :n_keys], out=s)  # [B, H, tile, n_keys]
+        m = i1 - i0
+        # causal: the tile's last query (position S - T + i1 - 1) sees no key past it
+        n_keys = S - T + i1 if causal else S
+        s = scores[:B * H * m * n_keys].reshape(B, H, m, n_keys)
+        np.matmul(q[..., i0:i1, :], kT[..., :n_keys], out=s)  # [B, H, m, n_keys]
         if mask is not None:
             s += mask[..., i0:i1, :n_keys]
-        np.matmul(softmax_(s), v[..., :n_keys, :], out=out[..., i0:i1, :])
-    return out
+        elif causal:  # only the last m keys are hidden from some query of the tile
+            s[..., n_keys - m:] += _upper_triangle(m, s.dtype)
+        s -= s.max(axis=-1, keepdims=True)
+        np.exp(s, out=s)
+        total = s.sum(axis=-1, keepdims=True)  # [B, H, m, 1]
+        o = out[..., i0:i1, :]
+        np.matmul(s, v[..., :n_keys, :], out=o)
+        o /= total
 
 
-def block(x, params, n_head, mask=None, kv_store=None):
+@functools.lru_cache(maxsize=8)
+def _upper_triangle(m: int, dtype) -> np.ndarray:
+    """``[m, m]``: MASKED above the diagonal, 0 on and below it (the causal mask of a tile
+    whose queries are the positions of its last m keys).  Read-only: it is shared."""
+    t = np.triu(np.full((m, m), MASKED, dtype=dtype), k=1)
+    t.flags.writeable = False
+    return t
+
+
+def block(x, params, n_head, mask=None, kv_store=None, causal=False, workers=1):
     """``layers.block``, updating ``x [B, T, d]`` in place (returned): x += MHA(LN₁(x)); x += MLP(LN₂(x)).
 
-    ``mask`` (additive, broadcastable to ``[B, H, T, S]``) and ``kv_store`` as in
-    ``layers.multi_head_attention``; ``x`` must be an array the caller owns.
+    ``kv_store`` as in ``layers.multi_head_attention``; which keys each query sees as in
+    :func:`attention` (``causal``, and ``mask`` for padding); ``x`` must be a C-contiguous
+    array the caller owns.  ``workers`` > 1 threads share the rows (and attention's heads);
+    run it inside :func:`threads` so that BLAS does not also spread each product over the cores.
     """
     B, T, d = x.shape
     dh = d // n_head
     attn, mlp = params["attn"], params["mlp"]
+    rows = x.reshape(B * T, d)  # a view: every row is one token
 
-    qkv = layer_norm(x, **params["ln_1"]) @ attn["c_attn"]["w"]  # [B, T, 3d]
-    qkv += attn["c_attn"]["b"]
+    qkv = np.empty((B * T, 3 * d), dtype=x.dtype)
+
+    def project_qkv(r):  # r: a slice of the rows
+        np.matmul(layer_norm(rows[r], **params["ln_1"]), attn["c_attn"]["w"], out=qkv[r])
+        qkv[r] += attn["c_attn"]["b"]
+
+    in_parts(B * T, project_qkv, workers)
     # [B, T, 3, H, dh] -> three [B, H, T, dh] views
     q, k, v = qkv.reshape(B, T, 3, n_head, dh).transpose(2, 0, 3, 1, 4)
     if kv_store is not None:
         k, v = kv_store(k, v)  # [B, H, S, dh]
-    a = attention(q, k, v, mask)  # [B, H, T, dh]
-    a = a.transpose(0, 2, 1, 3).reshape(B, T, d)  # heads side by side again
-    o = a @ attn["c_proj"]["w"]
-    o += attn["c_proj"]["b"]
-    x += o
+    a = attention(q, k, v, mask, causal, workers)  # [B, H, T, dh], a view of [B, T, H, dh]
+    heads = a.transpose(0, 2, 1, 3).reshape(B * T, d)  # heads side by side again (no copy)
 
-    f = layer_norm(x, **params["ln_2"]) @ mlp["c_fc"]["w"]  # [B, T, 4d]
-    y = bias_gelu_(f, mlp["c_fc"]["b"]) @ mlp["c_proj"]["w"]  # [B, T, d]
-    y += mlp["c_proj"]["b"]
-    x += y
+    def project_and_mlp(r):
+        o = heads[r] @ attn["c_proj"]["w"]
+        o += attn["c_proj"]["b"]
+        rows[r] += o
+        f = layer_norm(rows[r], **params["ln_2"]) @ mlp["c_fc"]["w"]  # [rows, 4d]
+        y = bias_gelu_(f, mlp["c_fc"]["b"]) @ mlp["c_proj"]["w"]  # [rows, d]
+        y += mlp["c_proj"]["b"]
+        rows[r] += y
+
+    in_parts(B * T, project_and_mlp, workers)
     return x
+
+
+def output_head(x: np.ndarray, wte: np.ndarray, workers: int = 1) -> np.ndarray:
+    """The tied output head ``x @ wteᵀ``: ``[..., d]`` -> ``[..., V]``, a GEMM (or GEMV) straight
+    on ``wte [V, d]`` (no transposed copy); ``workers`` threads take a share of the vocabulary each."""
+    rows = x.reshape(-1, x.shape[-1])  # [N, d]
+    logits = np.empty((rows.shape[0], wte.shape[0]), dtype=np.result_type(x, wte))
+
+    def vocabulary(p):  # p: a slice of the token ids
+        np.matmul(rows, wte[p].T, out=logits[:, p])
+
+    in_parts(wte.shape[0], vocabulary, workers)
+    return logits.reshape(*x.shape[:-1], wte.shape[0])
+
+
+# --------------------------------------------------------------------------------------------
+# Threads: a long input's rows (and its attention heads) shared among the cores
+# --------------------------------------------------------------------------------------------
+# A decode step is a few GEMVs, which OpenBLAS spreads over the cores well.  A long prompt also
+# spends a third of its time outside BLAS (softmax passes, GELU, norms, and attention's many
+# small per-head products), which NumPy runs on one core.  So for a long input the model gives
+# each of N threads a share of the rows (and of attention's heads) and sets OpenBLAS to one
+# thread meanwhile: NumPy releases the GIL inside matmul and ufunc loops, so the threads run
+# side by side.  (Python threads beside a multi-threaded OpenBLAS do not mix: after each call
+# OpenBLAS's idle threads spin for a while, taking the cores the Python threads need.)  Every
+# row and head is computed as in one thread, so the result is the same to the bit.  Only
+# NumPy's OpenBLAS can be told its thread count (through ctypes, as threadpoolctl does); with
+# another BLAS, or OpenBLAS already at one thread (OPENBLAS_NUM_THREADS=1), nothing changes.
+
+PARALLEL_MIN_ROWS = 512  # B·T below which threads cost more than they bring (see README, "Speed")
+
+
+def threads_for(n_rows: int) -> int:
+    """How many threads a forward pass over ``n_rows`` tokens should use: OpenBLAS's thread
+    count for a long input (``n_rows >= PARALLEL_MIN_ROWS``), else 1."""
+    blas = _openblas()
+    if blas is None or n_rows < PARALLEL_MIN_ROWS:
+        return 1
+    return blas.threads()
+
+
+class threads:
+    """``with threads(n):`` OpenBLAS runs on one thread while ``n`` > 1 Python threads share the
+    work (restored on exit; nested and concurrent uses restore it once).  No-op for n <= 1."""
+
+    _lock = threading.Lock()
+    _users = 0  # callers inside; the first saves OpenBLAS's count, the last restores it
+    _saved = 1
+
+    def __init__(self, n: int):
+        self.blas = _openblas() if n > 1 else None
+
+    def __enter__(self):
+        if self.blas is not None:
+            with threads._lock:
+                if threads._users == 0:
+                    threads._saved = self.blas.get()
+                    self.blas.set(1)
+                threads._users += 1
+        return self
+
+    def __exit__(self, *exc):
+        if self.blas is not None:
+            with threads._lock:
+                threads._users -= 1
+                if threads._users == 0:
+                    self.blas.set(threads._saved)
+
+
+def in_parts(n: int, run, workers: int = 1) -> None:
+    """``run(part)`` for ``workers`` consecutive slices covering ``range(n)``, each in a thread
+    of its own (the caller runs the first); ``run(slice(0, n))`` when ``workers`` is 1.  An
+    exception in any part is raised here once every part has ended."""
+    workers = max(1, min(workers, n))
+    if workers == 1:
+        run(slice(0, n))
+        return
+    bounds = [n * i // workers for i in range(workers + 1)]
+    parts = [slice(bounds[i], bounds[i + 1]) for i in range(workers)]
+    errors = []
+
+    def job(part):
+        try:
+            run(part)
+        except BaseException as e:  # re-raised in the caller
+            errors.append(e)
+
+    helpers = [threading.Thread(target=job, args=(part,), daemon=True) for part in parts[1:]]
+    for t in helpers:
+        t.start()
+    job(parts[0])
+    for t in helpers:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+class _OpenBLAS:
+    """Reads and sets the thread count of the OpenBLAS library NumPy runs on."""
+
+    def __init__(self, get, set_):
+        self._get, self._set = get, set_
+
+    def get(self) -> int:
+        return int(self._get())
+
+    def set(self, n: int) -> None:
+        self._set(int(n))
+
+    def threads(self) -> int:
+        """OpenBLAS's thread count outside any ``with threads(...)`` block."""
+        with threads._lock:
+            return threads._saved if threads._users else self.get()
+
+
+@functools.lru_cache(maxsize=1)
+def _openblas() -> "_OpenBLAS | None":
+    """NumPy's OpenBLAS (found among the libraries this process has loaded, Linux only), or
+    None if there is none whose thread count can be read and set."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            fields = (line.split(None, 5) for line in f)  # address perms offset dev inode [path]
+            paths = {parts[5].strip() for parts in fields if len(parts) == 6}
+    except OSError:
+        return None
+    candidates = [p for p in paths if "openblas" in os.path.basename(p).lower() and os.path.isfile(p)]
+    candidates.sort(key=lambda p: "numpy" not in p)  # NumPy's own copy first
+    for path in candidates:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", ""):
+                get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                set_ = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                if get is not None and set_ is not None:
+                    get.restype, get.argtypes = ctypes.c_int, []
+                    set_.restype, set_.argtypes = None, [ctypes.c_int]
+                    return _OpenBLAS(get, set_)
+    return None

@@ -382,26 +382,30 @@ class GPT2:
             cache.mask[:, past:past + T] = real
             cache.next_position = start + real.sum(axis=1)
             real = cache.mask[:, :past + T]  # [B, S]: which keys are real tokens
-        mask = self._attention_mask(real, T)  # [B, 1, T, S] or [T, S] or None
+        mask = self._attention_mask(real, T)  # [B, 1, T, S] or None (no padding)
+        causal = T > 1  # (one new token sees every stored key: nothing to hide)
 
         x = p["wte"][ids] + p["wpe"][positions]  # [B, T, d]
-        for i, blk in enumerate(p["blocks"]):
-            kv_store = None if cache is None else functools.partial(cache._append, i)
-            x = kernels.block(x, blk, self.config.n_head, mask, kv_store)  # [B, T, d], in place
+        workers = kernels.threads_for(B * T)  # a long input's rows are shared among the cores
+        with kernels.threads(workers):
+            for i, blk in enumerate(p["blocks"]):
+                kv_store = None if cache is None else functools.partial(cache._append, i)
+                x = kernels.block(x, blk, self.config.n_head, mask, kv_store, causal, workers)  # in place
+            if last_only:
+                x = x[:, -1]  # [B, d]: the head (the largest matmul) only where it is needed
+            # logits = LN_f(x) @ wteᵀ: [B, (T,) V], the head tied to the embedding
+            logits = kernels.output_head(layer_norm(x, **p["ln_f"]), p["wte"], workers)
         if cache is not None:
             cache.length = past + T
-
-        if last_only:
-            x = x[:, -1]  # [B, d]: the head (the largest matmul) only where it is needed
-        logits = layer_norm(x, **p["ln_f"]) @ p["wte"].T  # [B, (T,) V]; tied to the embedding
         return logits[0] if single else logits
 
     def _attention_mask(self, real: np.ndarray, T: int):
         """Additive mask for T queries over the S = real.shape[1] keys: causal, and padded keys
-        hidden.  None when nothing needs hiding (one new token, no padding)."""
+        hidden.  None when no key is padding: the kernels then apply the causal part themselves
+        (to the few scores it touches)."""
         S = real.shape[1]
         if real.all():
-            return None if T == 1 else causal_mask(T, S, self.dtype)  # [T, S] for every row/head
+            return None
         visible = np.tri(T, S, k=S - T, dtype=bool) & real[:, None, :]  # [B, T, S]
         return np.where(visible, 0.0, MASKED).astype(self.dtype)[:, None]  # [B, 1, T, S]
 
