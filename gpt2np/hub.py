@@ -94,7 +94,13 @@ def register(spec: ModelSpec) -> None:
 
 
 def get_spec(size: str) -> ModelSpec:
+    """The registry's entry for ``size``: a size ("124M"), an alias ("117M", "gpt2-medium"),
+    in any letter case ("124m", "GPT2-XL")."""
     key = ALIASES.get(str(size), str(size))
+    if key not in MODELS:
+        names = {name.lower(): name for name in MODELS}
+        names.update({alias.lower(): name for alias, name in ALIASES.items()})
+        key = names.get(str(size).strip().lower(), key)
     if key not in MODELS:
         raise DownloadError(f"unknown model size {size!r}; known sizes: {', '.join(MODELS)}")
     return MODELS[key]
@@ -305,12 +311,18 @@ def download_checkpoint(size: str, base_url=None, cache_dir=None, progress: bool
     spec = get_spec(size)
     folder = cache_folder(cache_dir) / spec.size
     base = _base_url(base_url)
-    for name, nbytes in spec.files.items():
-        dest = folder / name
-        if dest.is_file() and (nbytes is None or dest.stat().st_size == nbytes):
-            continue
-        download_file(f"{base}/{spec.size}/{name}", dest, nbytes, spec.sha256.get(name),
-                      progress=progress, **download_kwargs)
+    existed = folder.exists()
+    try:
+        for name, nbytes in spec.files.items():
+            dest = folder / name
+            if dest.is_file() and (nbytes is None or dest.stat().st_size == nbytes):
+                continue
+            download_file(f"{base}/{spec.size}/{name}", dest, nbytes, spec.sha256.get(name),
+                          progress=progress, **download_kwargs)
+    except BaseException:
+        if not existed and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # nothing was fetched: leave no empty folder behind (a .part stays, to resume)
+        raise
     return folder
 
 
