@@ -170,6 +170,8 @@ def block(x, params, n_head, mask=None, kv_store=None, causal=False, workers=1):
     array the caller owns.  ``workers`` > 1 threads share the rows (and attention's heads);
     run it inside :func:`threads` so that BLAS does not also spread each product over the cores.
     """
+    if not x.flags.c_contiguous:
+        raise ValueError("kernels.block needs a C-contiguous x (it updates x in place)")
     B, T, d = x.shape
     dh = d // n_head
     attn, mlp = params["attn"], params["mlp"]
@@ -219,15 +221,16 @@ def output_head(x: np.ndarray, wte: np.ndarray, workers: int = 1) -> np.ndarray:
 # Threads: a long input's rows (and its attention heads) shared among the cores
 # --------------------------------------------------------------------------------------------
 # A decode step is a few GEMVs, which OpenBLAS spreads over the cores well.  A long prompt also
-# spends a third of its time outside BLAS (softmax passes, GELU, norms, and attention's many
-# small per-head products), which NumPy runs on one core.  So for a long input the model gives
-# each of N threads a share of the rows (and of attention's heads) and sets OpenBLAS to one
-# thread meanwhile: NumPy releases the GIL inside matmul and ufunc loops, so the threads run
-# side by side.  (Python threads beside a multi-threaded OpenBLAS do not mix: after each call
-# OpenBLAS's idle threads spin for a while, taking the cores the Python threads need.)  Every
-# row and head is computed as in one thread, so the result is the same to the bit.  Only
-# NumPy's OpenBLAS can be told its thread count (through ctypes, as threadpoolctl does); with
-# another BLAS, or OpenBLAS already at one thread (OPENBLAS_NUM_THREADS=1), nothing changes.
+# spends much of its time in attention's many small per-head products, which OpenBLAS splits
+# over its threads poorly, and in passes of softmax, GELU and norms, which NumPy runs on one
+# core.  So for a long input the model gives each of N threads a share of the rows (and of
+# attention's heads) and sets OpenBLAS to one thread meanwhile: NumPy releases the GIL inside
+# matmul and ufunc loops, so the threads run side by side.  (Python threads beside a
+# multi-threaded OpenBLAS do not mix: after each call OpenBLAS's idle threads spin for a while,
+# taking the cores the Python threads need.)  Every row and head goes through the same formulas
+# as in one thread; only the tiles' sizes, and so the rounding, may differ.  Only NumPy's
+# OpenBLAS can be told its thread count (through ctypes, as threadpoolctl does); with another
+# BLAS, or OpenBLAS already at one thread (OPENBLAS_NUM_THREADS=1), nothing changes.
 
 PARALLEL_MIN_ROWS = 512  # B·T below which threads cost more than they bring (see README, "Speed")
 

@@ -207,6 +207,13 @@ def test_heads_in_threads_give_the_same_result(dtype, monkeypatch):
                     np.testing.assert_allclose(got, serial, **TOL[dtype])
 
 
+def test_block_refuses_an_x_it_cannot_update_in_place():
+    rng = np.random.default_rng(12)
+    params, x = random_block(rng, np.float64), rng.standard_normal((7, 2, D))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        kernels.block(x.transpose(1, 0, 2), params, H)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_block_with_rows_in_threads(dtype):
     rng = np.random.default_rng(10)
