@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 PROMPT_LEN = 16
 SEED = 0
 # Seconds of quiet before every timed call.  A BLAS or OpenMP pool keeps its idle threads
-# spinning for a while after a call (OpenBLAS about 0.1 s, Intel OpenMP's KMP_BLOCKTIME 0.2 s),
+# spinning for a while after a call (OpenBLAS about 0.1 s; torch's GNU OpenMP spins too),
 # and on 2 cores those threads slow down whatever the other contender runs next.
 SETTLE = 0.3
 
