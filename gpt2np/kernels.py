@@ -246,7 +246,10 @@ def threads_for(n_rows: int) -> int:
 
 class threads:
     """``with threads(n):`` OpenBLAS runs on one thread while ``n`` > 1 Python threads share the
-    work (restored on exit; nested and concurrent uses restore it once).  No-op for n <= 1."""
+    work (restored on exit; nested and concurrent uses restore it once).  No-op for n <= 1.
+
+    OpenBLAS's thread count belongs to the whole process: a product that another thread of the
+    program computes meanwhile also runs on one thread."""
 
     _lock = threading.Lock()
     _users = 0  # callers inside; the first saves OpenBLAS's count, the last restores it
