@@ -250,36 +250,33 @@ def test_model_shares_a_long_input_among_threads_with_one_blas_thread(dtype, mon
     assert fake.calls == [] and started == []
 
 
-def test_threads_sets_blas_to_one_and_restores_it_once():
+def test_threads_sets_blas_to_one_and_restores_it_once(monkeypatch):
     fake = FakeBLAS(4)
     blas = kernels._OpenBLAS(fake.get, fake.set)
-    import gpt2np.kernels as K
-
-    original = K._openblas
-    try:
-        K._openblas = lambda: blas
-        with kernels.threads(4):
-            assert fake.count == 1 and blas.threads() == 4  # the count outside the block
-            with kernels.threads(2):  # nested (or another thread at the same time)
-                assert fake.count == 1
+    monkeypatch.setattr(kernels, "_openblas", lambda: blas)
+    with kernels.threads(4):
+        assert fake.count == 1 and blas.threads() == 4  # the count outside the block
+        with kernels.threads(2):  # nested (or another thread at the same time)
             assert fake.count == 1
-        assert fake.calls == [1, 4] and blas.threads() == 4
-        with kernels.threads(1):  # one worker: BLAS keeps its threads
-            pass
-        assert fake.calls == [1, 4]
-        assert kernels.threads_for(kernels.PARALLEL_MIN_ROWS) == 4
-        assert kernels.threads_for(kernels.PARALLEL_MIN_ROWS - 1) == 1
-        K._openblas = lambda: None  # no BLAS whose threads can be set: one thread
-        assert kernels.threads_for(10 ** 6) == 1
-    finally:
-        K._openblas = original
+        assert fake.count == 1
+    assert fake.calls == [1, 4] and blas.threads() == 4
+    with kernels.threads(1):  # one worker: BLAS keeps its threads
+        pass
+    assert fake.calls == [1, 4]
+    assert kernels.threads_for(kernels.PARALLEL_MIN_ROWS) == 4
+    assert kernels.threads_for(kernels.PARALLEL_MIN_ROWS - 1) == 1
+    monkeypatch.setattr(kernels, "_openblas", lambda: None)  # no BLAS whose threads can be set
+    assert kernels.threads_for(10 ** 6) == 1
 
 
 def test_numpys_openblas_thread_count_can_be_read_and_set():
-    """On a NumPy built with OpenBLAS (the PyPI wheels), gpt2np finds its thread control."""
+    """On a NumPy built with OpenBLAS (the PyPI wheels), gpt2np finds its thread control; on a
+    NumPy with another BLAS (and no OpenBLAS loaded), it finds none and runs in one thread."""
     config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
     if "openblas" not in config.get("name", "").lower():
-        pytest.skip(f"NumPy here uses {config.get('name')}, not OpenBLAS: the model runs in one Python thread")
+        assert kernels._openblas() is None, f"NumPy uses {config.get('name')}, yet an OpenBLAS was found"
+        assert kernels.threads_for(10 ** 6) == 1
+        return
     blas = kernels._openblas()
     assert blas is not None, "NumPy's OpenBLAS was not found among the loaded libraries"
     before = blas.get()
