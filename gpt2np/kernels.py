@@ -92,14 +92,6 @@ def bias_gelu_(f: np.ndarray, b: np.ndarray | float = 0.0, chunk: int = 1 << 16)
     return f
 
 
-def softmax_(s: np.ndarray) -> np.ndarray:
-    """``layers.softmax`` over the last axis, overwriting ``s`` (returned)."""
-    s -= s.max(axis=-1, keepdims=True)
-    np.exp(s, out=s)
-    s /= s.sum(axis=-1, keepdims=True)
-    return s
-
-
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None,
               causal: bool = False, workers: int = 1) -> np.ndarray:
     """``layers.attention``: softmax(Q Kᵀ / √d_k + M) V, a tile of queries at a time.
