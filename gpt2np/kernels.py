@@ -2,7 +2,8 @@
 
 The formulas are those of ``layers.py`` (read them there); this module computes the same numbers
 with less memory traffic, and ``tests/test_kernels.py`` checks it against ``layers.block`` on
-random inputs (decode steps on a cache, prompts with causal and padding masks):
+random inputs and the whole model against the readable ``layers.gpt2`` (decode steps on a
+cache, prompts with causal and padding masks):
 
 - **in place**: the bias adds, the residual adds, GELU and softmax overwrite an array instead
   of allocating a new one per operation (each fresh large array costs page faults and a pass
@@ -21,31 +22,27 @@ random inputs (decode steps on a cache, prompts with causal and padding masks):
   few keys, so only that ``[tile, tile]`` corner gets MASKED added; and softmax's division is done
   on the ``[tile, dh]`` output instead of the ``[tile, S]`` weights;
 - **threads for long inputs**: from PARALLEL_MIN_ROWS tokens on, each core's thread takes a share
-  of the rows (and of attention's heads), with OpenBLAS at one thread meanwhile (the section
-  "Threads" below says why).
+  of the rows (and of attention's heads), with OpenBLAS at one thread meanwhile
+  (:mod:`gpt2np.parallel` says why).
 
 A decode step (T = 1) is a row vector times each weight matrix (GEMV): its time is the time to
 read the weights.  ``x @ W`` on OpenAI's ``[n_in, n_out]`` layout measured as fast as ``W.T @ x``
-on a transposed copy (README, "Speed"), so the params tree keeps that layout, the tied head is a
+on a transposed copy (docs/speed.md), so the params tree keeps that layout, the tied head is a
 GEMV on ``wte`` as it is, and no second copy of any weight is made.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import os
-import threading
 
 import numpy as np
 
-MASKED = -1e10  # layers.MASKED: exp(MASKED - max) is exactly 0
+from .layers import MASKED  # exp(MASKED - max) is exactly 0
+from .parallel import in_parts
 
-# Scores per tile: B·H·tile·S floats of at most this many (4 MB in float32; 1-2 MB, 4 MB and 8 MB
-# tiles measured 33, 29 and 33 ms per layer for T = S = 1024), but at least MIN_TILE queries per
-# tile (so a large batch does not turn into a Python loop over queries).  With the heads split
-# over 2 threads, 1, 2, 4 and 8 MB tiles measured about 990, 930, 940 and 980 ms for a whole
-# prefill of 1024 tokens (two runs each; the machine's noise is about ±5%).
+# Scores per tile: B·H·tile·S floats of at most this many (4 MB in float32: the fastest of the
+# sizes measured, docs/speed.md), but at least MIN_TILE queries per tile (so a large batch does
+# not turn into a Python loop over queries).
 TILE_ELEMENTS = 1 << 20
 MIN_TILE = 16
 
@@ -68,8 +65,8 @@ def bias_gelu_(f: np.ndarray, b: np.ndarray | float = 0.0, chunk: int = 1 << 16)
 
     f ``[..., n]`` C-contiguous, b ``[n]``.  The passes run over blocks of rows of about ``chunk``
     elements (256 KB in float32) that stay in the core's cache between passes, with one
-    scratch block and no new array: on [1024, 3072] this is 3-4x faster than whole-array
-    passes.  (x·(½·(1 + tanh)) is ½·x·(1 + tanh) exactly: halving is exact.)
+    scratch block and no new array (faster than whole-array passes: docs/speed.md).
+    (x·(½·(1 + tanh)) is ½·x·(1 + tanh) exactly: halving is exact.)
     """
     if not f.flags.c_contiguous:
         raise ValueError("bias_gelu_ needs a C-contiguous array (it works on it in place)")
@@ -196,8 +193,8 @@ def block(x, params, n_head, mask=None, kv_store=None, causal=False, workers=1):
     return x
 
 
-def output_head(x: np.ndarray, wte: np.ndarray, workers: int = 1) -> np.ndarray:
-    """The tied output head ``x @ wteᵀ``: ``[..., d]`` -> ``[..., V]``, a GEMM (or GEMV) straight
+def tied_head(x: np.ndarray, wte: np.ndarray, workers: int = 1) -> np.ndarray:
+    """``layers.tied_head``, ``x @ wteᵀ``: ``[..., d]`` -> ``[..., V]``, a GEMM (or GEMV) straight
     on ``wte [V, d]`` (no transposed copy); ``workers`` threads take a share of the vocabulary each."""
     rows = x.reshape(-1, x.shape[-1])  # [N, d]
     logits = np.empty((rows.shape[0], wte.shape[0]), dtype=np.result_type(x, wte))
@@ -207,135 +204,3 @@ def output_head(x: np.ndarray, wte: np.ndarray, workers: int = 1) -> np.ndarray:
 
     in_parts(wte.shape[0], vocabulary, workers)
     return logits.reshape(*x.shape[:-1], wte.shape[0])
-
-
-# --------------------------------------------------------------------------------------------
-# Threads: a long input's rows (and its attention heads) shared among the cores
-# --------------------------------------------------------------------------------------------
-# A decode step is a few GEMVs, which OpenBLAS spreads over the cores well.  A long prompt also
-# spends much of its time in attention's many small per-head products, which OpenBLAS splits
-# over its threads poorly, and in passes of softmax, GELU and norms, which NumPy runs on one
-# core.  So for a long input the model gives each of N threads a share of the rows (and of
-# attention's heads) and sets OpenBLAS to one thread meanwhile: NumPy releases the GIL inside
-# matmul and ufunc loops, so the threads run side by side.  (Python threads beside a
-# multi-threaded OpenBLAS do not mix: after each call OpenBLAS's idle threads spin for a while,
-# taking the cores the Python threads need.)  Every row and head goes through the same formulas
-# as in one thread; only the tiles' sizes, and so the rounding, may differ.  Only NumPy's
-# OpenBLAS can be told its thread count (through ctypes, as threadpoolctl does); with another
-# BLAS, or OpenBLAS already at one thread (OPENBLAS_NUM_THREADS=1), nothing changes.
-
-PARALLEL_MIN_ROWS = 512  # B·T below which threads cost more than they bring (see README, "Speed")
-
-
-def threads_for(n_rows: int) -> int:
-    """How many threads a forward pass over ``n_rows`` tokens should use: OpenBLAS's thread
-    count for a long input (``n_rows >= PARALLEL_MIN_ROWS``), else 1."""
-    blas = _openblas()
-    if blas is None or n_rows < PARALLEL_MIN_ROWS:
-        return 1
-    return blas.threads()
-
-
-class threads:
-    """``with threads(n):`` OpenBLAS runs on one thread while ``n`` > 1 Python threads share the
-    work (restored on exit; nested and concurrent uses restore it once).  No-op for n <= 1.
-
-    OpenBLAS's thread count belongs to the whole process: a product that another thread of the
-    program computes meanwhile also runs on one thread."""
-
-    _lock = threading.Lock()
-    _users = 0  # callers inside; the first saves OpenBLAS's count, the last restores it
-    _saved = 1
-
-    def __init__(self, n: int):
-        self.blas = _openblas() if n > 1 else None
-
-    def __enter__(self):
-        if self.blas is not None:
-            with threads._lock:
-                if threads._users == 0:
-                    threads._saved = self.blas.get()
-                    self.blas.set(1)
-                threads._users += 1
-        return self
-
-    def __exit__(self, *exc):
-        if self.blas is not None:
-            with threads._lock:
-                threads._users -= 1
-                if threads._users == 0:
-                    self.blas.set(threads._saved)
-
-
-def in_parts(n: int, run, workers: int = 1) -> None:
-    """``run(part)`` for ``workers`` consecutive slices covering ``range(n)``, each in a thread
-    of its own (the caller runs the first); ``run(slice(0, n))`` when ``workers`` is 1.  An
-    exception in any part is raised here once every part has ended."""
-    workers = max(1, min(workers, n))
-    if workers == 1:
-        run(slice(0, n))
-        return
-    bounds = [n * i // workers for i in range(workers + 1)]
-    parts = [slice(bounds[i], bounds[i + 1]) for i in range(workers)]
-    errors = []
-
-    def job(part):
-        try:
-            run(part)
-        except BaseException as e:  # re-raised in the caller
-            errors.append(e)
-
-    helpers = [threading.Thread(target=job, args=(part,), daemon=True) for part in parts[1:]]
-    for t in helpers:
-        t.start()
-    job(parts[0])
-    for t in helpers:
-        t.join()
-    if errors:
-        raise errors[0]
-
-
-class _OpenBLAS:
-    """Reads and sets the thread count of the OpenBLAS library NumPy runs on."""
-
-    def __init__(self, get, set_):
-        self._get, self._set = get, set_
-
-    def get(self) -> int:
-        return int(self._get())
-
-    def set(self, n: int) -> None:
-        self._set(int(n))
-
-    def threads(self) -> int:
-        """OpenBLAS's thread count outside any ``with threads(...)`` block."""
-        with threads._lock:
-            return threads._saved if threads._users else self.get()
-
-
-@functools.lru_cache(maxsize=1)
-def _openblas() -> "_OpenBLAS | None":
-    """NumPy's OpenBLAS (found among the libraries this process has loaded, Linux only), or
-    None if there is none whose thread count can be read and set."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
-            fields = (line.split(None, 5) for line in f)  # address perms offset dev inode [path]
-            paths = {parts[5].strip() for parts in fields if len(parts) == 6}
-    except OSError:
-        return None
-    candidates = [p for p in paths if "openblas" in os.path.basename(p).lower() and os.path.isfile(p)]
-    candidates.sort(key=lambda p: "numpy" not in p)  # NumPy's own copy first
-    for path in candidates:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("scipy_openblas", "openblas"):
-            for suffix in ("64_", ""):
-                get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                set_ = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-                if get is not None and set_ is not None:
-                    get.restype, get.argtypes = ctypes.c_int, []
-                    set_.restype, set_.argtypes = None, [ctypes.c_int]
-                    return _OpenBLAS(get, set_)
-    return None

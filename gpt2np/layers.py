@@ -19,6 +19,49 @@ import numpy as np
 MASKED = -1e10
 
 
+class Record:
+    """A notebook for the forward pass's intermediates: ``record(name, value)`` keeps ``value``
+    under ``name`` and returns it unchanged, so a formula notes a step without changing its shape::
+
+        a = record("ln_1", layer_norm(x, g, b))
+
+    ``record.child("h3")`` writes into the same notebook under the prefix ``"h3."``;
+    ``record.values`` is the notebook, a dict by full name.  The values are the arrays themselves
+    (views stay views, float32 stays float32): keeping them costs no copy.  ``drop`` names leaves
+    not worth keeping: ``Record(drop={"scores"})`` saves one ``[..., H, T, S]`` array per layer
+    when only the backward pass reads the record.  :data:`NO_RECORD` keeps nothing.
+    """
+
+    def __init__(self, drop=()):
+        self.values = {}
+        self.drop = frozenset(drop)
+        self.prefix = ""
+
+    def __call__(self, name: str, value):
+        if name not in self.drop:
+            self.values[self.prefix + name] = value
+        return value
+
+    def child(self, name: str) -> "Record":
+        child = Record(self.drop)
+        child.values, child.prefix = self.values, f"{self.prefix}{name}."  # the same notebook
+        return child
+
+    def __getitem__(self, name: str):
+        return self.values[self.prefix + name]
+
+
+class _NoRecord(Record):
+    def __call__(self, name: str, value):
+        return value
+
+    def child(self, name: str) -> "Record":
+        return self
+
+
+NO_RECORD = _NoRecord()  # the default: record(name, value) only returns value
+
+
 def gelu(x: np.ndarray) -> np.ndarray:
     """Gaussian Error Linear Unit, tanh approximation (Hendrycks & Gimpel; OpenAI GPT-2).
 
@@ -100,7 +143,8 @@ def attention_scores(q: np.ndarray, k: np.ndarray, mask: np.ndarray | None = Non
     return scores if mask is None else scores + mask
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None,
+              record: Record = NO_RECORD) -> np.ndarray:
     """Scaled dot-product attention (Vaswani et al.):
 
         Attention(Q, K, V) = softmax(Q Kᵀ / √d_k + M) V
@@ -108,11 +152,13 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | No
     q ``[..., T, d_k]``, k ``[..., S, d_k]``, v ``[..., S, d_v]``, mask M additive (0 = visible,
     MASKED = hidden) broadcastable to ``[..., T, S]`` -> ``[..., T, d_v]``: each query's output is
     a weighted average of the values, weighted by how well the query matches each key.
+    Records ``scores`` (before softmax) and ``probs`` ``[..., T, S]``.
     """
-    return softmax(attention_scores(q, k, mask)) @ v
+    scores = record("scores", attention_scores(q, k, mask))
+    return record("probs", softmax(scores)) @ v
 
 
-def multi_head_attention(x, c_attn, c_proj, n_head, mask=None, kv_store=None):
+def multi_head_attention(x, c_attn, c_proj, n_head, mask=None, kv_store=None, record=NO_RECORD):
     """Multi-head self-attention, all heads in one batched matmul:
 
         [Q K V] = x W_qkv + b_qkv,   head_j = Attention(Q_j, K_j, V_j),   out = [head_1 … head_H] W_o + b_o
@@ -123,24 +169,28 @@ def multi_head_attention(x, c_attn, c_proj, n_head, mask=None, kv_store=None):
     ``kv_store``, if given, is called as ``kv_store(k, v)`` with this call's keys and values
     ``[..., H, T, dh]`` and returns the keys and values of all S visible positions (a KV cache's
     past followed by these), so that only the new tokens need to pass through the model.
+    Records ``q``, ``k``, ``v`` ``[..., H, T, dh]``, attention's ``scores`` and ``probs``,
+    ``heads`` ``[..., T, d]`` (the heads side by side, before c_proj) and ``out``.
     """
     q, k, v = np.split(linear(x, **c_attn), 3, axis=-1)  # 3 × [..., T, d]
-    q, k, v = (split_heads(t, n_head) for t in (q, k, v))  # 3 × [..., H, T, dh]
+    q, k, v = (record(name, split_heads(t, n_head)) for name, t in zip("qkv", (q, k, v)))  # [..., H, T, dh]
     if kv_store is not None:
         k, v = kv_store(k, v)  # 2 × [..., H, S, dh]
-    out = attention(q, k, v, mask)  # [..., H, T, dh]
-    return linear(merge_heads(out), **c_proj)  # [..., T, d]
+    heads = record("heads", merge_heads(attention(q, k, v, mask, record)))  # [..., T, d]
+    return record("out", linear(heads, **c_proj))  # [..., T, d]
 
 
-def mlp(x: np.ndarray, c_fc: dict, c_proj: dict) -> np.ndarray:
+def mlp(x: np.ndarray, c_fc: dict, c_proj: dict, record: Record = NO_RECORD) -> np.ndarray:
     """Position-wise feed-forward network  ``GELU(x W_fc + b_fc) W_proj + b_proj``.
 
     x ``[..., T, d]``; c_fc ``{w [d, 4d], b [4d]}``; c_proj ``{w [4d, d], b [d]}`` -> ``[..., T, d]``.
+    Records ``fc`` ``[..., T, 4d]`` (before GELU), ``gelu`` and ``out``.
     """
-    return linear(gelu(linear(x, **c_fc)), **c_proj)  # [..., T, 4d] -> [..., T, d]
+    h = record("gelu", gelu(record("fc", linear(x, **c_fc))))  # [..., T, 4d]
+    return record("out", linear(h, **c_proj))  # [..., T, d]
 
 
-def block(x, params, n_head, mask=None, kv_store=None):
+def block(x, params, n_head, mask=None, kv_store=None, record=NO_RECORD):
     """One transformer block, pre-LN (GPT-2): normalise, transform, add back (two residuals):
 
         x = x + MHA(LN₁(x))
@@ -148,7 +198,56 @@ def block(x, params, n_head, mask=None, kv_store=None):
 
     x ``[..., T, d]``; params ``{ln_1, attn: {c_attn, c_proj}, ln_2, mlp: {c_fc, c_proj}}``
     -> ``[..., T, d]``.  ``mask`` and ``kv_store`` as in :func:`multi_head_attention`.
+    Records ``ln_1``, ``attn.*``, ``resid`` (x after the first residual), ``ln_2``, ``mlp.*``, ``out``.
     """
-    x = x + multi_head_attention(layer_norm(x, **params["ln_1"]), **params["attn"], n_head=n_head,
-                                 mask=mask, kv_store=kv_store)
-    return x + mlp(layer_norm(x, **params["ln_2"]), **params["mlp"])
+    a = record("ln_1", layer_norm(x, **params["ln_1"]))
+    x = record("resid", x + multi_head_attention(a, **params["attn"], n_head=n_head, mask=mask,
+                                                 kv_store=kv_store, record=record.child("attn")))
+    m = record("ln_2", layer_norm(x, **params["ln_2"]))
+    return record("out", x + mlp(m, **params["mlp"], record=record.child("mlp")))
+
+
+def embedding(ids: np.ndarray, positions: np.ndarray, wte: np.ndarray, wpe: np.ndarray) -> np.ndarray:
+    """Token plus position embedding  ``x = wte[ids] + wpe[positions]``.
+
+    ids, positions ``[..., T]`` ints; wte ``[V, d]``, wpe ``[n_ctx, d]`` -> ``[..., T, d]``.
+    """
+    return wte[ids] + wpe[positions]
+
+
+def tied_head(x: np.ndarray, wte: np.ndarray) -> np.ndarray:
+    """The output head, tied to the token embedding: ``logits = x wteᵀ``.
+
+    x ``[..., d]``, wte ``[V, d]`` -> ``[..., V]``: token v's score is how well x matches its embedding.
+    """
+    return x @ wte.T
+
+
+def transformer(ids, params, n_head, positions=None, mask=None, record=NO_RECORD):
+    """GPT-2 up to its output head: embed, L blocks, the final layer norm.
+
+        x₀ = wte[ids] + wpe[positions];   x_i = block_i(x_{i-1});   h = LN_f(x_L)
+
+    ids ``[..., T]``; params the whole tree ``{wte, wpe, blocks: [...], ln_f}``; positions
+    ``[..., T]`` (default ``0 .. T-1``); mask additive, broadcastable to ``[..., H, T, T]``
+    (default: causal) -> h ``[..., T, d]``.  Records ``embed``, ``h{i}.*`` for each block, ``ln_f``.
+    """
+    T = ids.shape[-1]
+    positions = np.arange(T) if positions is None else positions
+    mask = causal_mask(T, T, params["wte"].dtype) if mask is None else mask
+    x = record("embed", embedding(ids, positions, params["wte"], params["wpe"]))  # [..., T, d]
+    for i, blk in enumerate(params["blocks"]):
+        x = block(x, blk, n_head, mask, record=record.child(f"h{i}"))
+    return record("ln_f", layer_norm(x, **params["ln_f"]))
+
+
+def gpt2(ids, params, n_head, positions=None, mask=None, record=NO_RECORD):
+    """The whole of GPT-2: the next-token logits after each position,
+
+        logits = LN_f(blocks(wte[ids] + wpe[positions])) wteᵀ
+
+    ids ``[..., T]`` -> ``[..., T, V]``; the rest as in :func:`transformer`.  Records its
+    intermediates and ``logits``.
+    """
+    h = transformer(ids, params, n_head, positions, mask, record)
+    return record("logits", tied_head(h, params["wte"]))

@@ -21,19 +21,8 @@ import pathlib
 
 import numpy as np
 
-from . import kernels
-from .layers import (
-    MASKED,
-    attention_scores,
-    causal_mask,
-    gelu,
-    layer_norm,
-    linear,
-    log_softmax,
-    merge_heads,
-    softmax,
-    split_heads,
-)
+from . import kernels, layers, parallel
+from .layers import MASKED, embedding, layer_norm, log_softmax
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -369,6 +358,8 @@ class GPT2:
         cache: a :class:`KVCache`.  The tokens are appended after those already stored; their
         positions and visibility continue from the stored ones.  Only these tokens are computed.
         """
+        if cache is not None and not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a KVCache (from model.new_cache), found {type(cache).__name__}")
         ids, single = self._check_ids(ids)
         B, T = ids.shape
         real = self._check_mask(attention_mask, ids.shape)  # [B, T] bool
@@ -385,16 +376,16 @@ class GPT2:
         mask = self._attention_mask(real, T)  # [B, 1, T, S] or None (no padding)
         causal = T > 1  # (one new token sees every stored key: nothing to hide)
 
-        x = p["wte"][ids] + p["wpe"][positions]  # [B, T, d]
-        workers = kernels.threads_for(B * T)  # a long input's rows are shared among the cores
-        with kernels.threads(workers):
+        # layers.gpt2, computed by the kernels (in place, attention in tiles, threads for long inputs)
+        x = embedding(ids, positions, p["wte"], p["wpe"])  # [B, T, d]
+        workers = parallel.threads_for(B * T)  # a long input's rows are shared among the cores
+        with parallel.threads(workers):
             for i, blk in enumerate(p["blocks"]):
                 kv_store = None if cache is None else functools.partial(cache._append, i)
                 x = kernels.block(x, blk, self.config.n_head, mask, kv_store, causal, workers)  # in place
             if last_only:
                 x = x[:, -1]  # [B, d]: the head (the largest matmul) only where it is needed
-            # logits = LN_f(x) @ wteᵀ: [B, (T,) V], the head tied to the embedding
-            logits = kernels.output_head(layer_norm(x, **p["ln_f"]), p["wte"], workers)
+            logits = kernels.tied_head(layer_norm(x, **p["ln_f"]), p["wte"], workers)  # [B, (T,) V]
         if cache is not None:
             cache.length = past + T
         return logits[0] if single else logits
@@ -453,8 +444,6 @@ class GPT2:
             raise ValueError(f"sequence too long: {what} tokens, but n_ctx={n_ctx} is the longest GPT-2 can read")
         if cache is None:
             return
-        if not isinstance(cache, KVCache):
-            raise TypeError(f"cache must be a KVCache (from model.new_cache), found {type(cache).__name__}")
         c = self.config
         if cache.keys.shape[0::2] != (c.n_layer, c.n_head, c.head_dim):
             raise ValueError("cache was made for a model of another shape; use model.new_cache()")
@@ -479,36 +468,17 @@ class GPT2:
         ``h{i}.mlp.gelu`` [T, 4d], ``h{i}.mlp.out`` [T, d], ``h{i}.out`` [T, d]; then ``ln_f``
         [T, d] and ``logits`` [T, V].
 
-        The same formulas as the forward pass, unrolled so that each step can be recorded.
+        The functions of :mod:`gpt2np.layers` (``layers.gpt2``), noting each step in a
+        :class:`~gpt2np.layers.Record`.
         """
         ids, _ = self._check_ids(ids)
         if ids.shape[0] != 1:
             raise ValueError(f"trace takes one sequence ([T] or [1, T]), found shape {ids.shape}")
-        ids = ids[0]
-        T = ids.shape[0]
-        self._check_length(0, T, None, 1)
-        p, H = self.params, self.config.n_head
-        mask = causal_mask(T, T, self.dtype)  # [T, T]
-        t = {}
-        x = t["embed"] = p["wte"][ids] + p["wpe"][np.arange(T)]  # [T, d]
-        for i, blk in enumerate(p["blocks"]):
-            a = t[f"h{i}.ln_1"] = layer_norm(x, **blk["ln_1"])
-            qkv = np.split(linear(a, **blk["attn"]["c_attn"]), 3, axis=-1)  # 3 × [T, d]
-            q, k, v = (split_heads(z, H) for z in qkv)  # 3 × [H, T, dh]
-            t[f"h{i}.attn.q"], t[f"h{i}.attn.k"], t[f"h{i}.attn.v"] = q, k, v
-            s = t[f"h{i}.attn.scores"] = attention_scores(q, k, mask)  # [H, T, T]
-            w = t[f"h{i}.attn.probs"] = softmax(s)
-            o = t[f"h{i}.attn.out"] = linear(merge_heads(w @ v), **blk["attn"]["c_proj"])  # [T, d]
-            x = t[f"h{i}.resid"] = x + o
-            m = t[f"h{i}.ln_2"] = layer_norm(x, **blk["ln_2"])
-            f = t[f"h{i}.mlp.fc"] = linear(m, **blk["mlp"]["c_fc"])  # [T, 4d]
-            g = t[f"h{i}.mlp.gelu"] = gelu(f)
-            y = t[f"h{i}.mlp.out"] = linear(g, **blk["mlp"]["c_proj"])  # [T, d]
-            x = t[f"h{i}.out"] = x + y
-        h = t["ln_f"] = layer_norm(x, **p["ln_f"])
-        t["logits"] = h @ p["wte"].T  # [T, V]
+        self._check_length(0, ids.shape[1], None, 1)
+        record = layers.Record(drop={"heads"})  # the heads side by side are attn.out before c_proj
+        layers.gpt2(ids[0], self.params, self.config.n_head, record=record)
         # contiguous copies, so a trace owns its arrays and q/k/v are not views of one buffer
-        return {name: np.ascontiguousarray(value) for name, value in t.items()}
+        return {name: np.ascontiguousarray(value) for name, value in record.values.items()}
 
     def loss(self, ids) -> float:
         """Mean next-token cross-entropy in nats: -1/(N) Σ_t log p(ids[t+1] | ids[..t]).

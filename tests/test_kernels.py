@@ -1,4 +1,5 @@
-"""The fast block (gpt2np.kernels, what the model runs) against the readable formulas (gpt2np.layers).
+"""The fast block (gpt2np.kernels, what the model runs) against the readable formulas (gpt2np.layers),
+and the threads that share a long input (gpt2np.parallel).
 
 Random weights and inputs; every case the model meets: a prompt with the causal mask, a
 left-padded batch, decode steps over a cache, query tiles that skip masked keys.  float64 must
@@ -12,7 +13,7 @@ import threading
 import numpy as np
 import pytest
 
-from gpt2np import kernels, layers
+from gpt2np import kernels, layers, parallel
 from gpt2np.layers import MASKED
 
 D, H = 64, 4  # dh = 16: the 1/sqrt(dh) scale is not a power of two here, so rounding is exercised
@@ -150,9 +151,9 @@ class FakeBLAS:
 
 
 def count_threads(monkeypatch):
-    """A list that grows by one for every thread gpt2np.kernels starts."""
-    started, real = [], kernels.threading.Thread
-    monkeypatch.setattr(kernels.threading, "Thread", lambda **kw: started.append(kw) or real(**kw))
+    """A list that grows by one for every thread gpt2np.parallel starts."""
+    started, real = [], parallel.threading.Thread
+    monkeypatch.setattr(parallel.threading, "Thread", lambda **kw: started.append(kw) or real(**kw))
     return started
 
 
@@ -166,7 +167,7 @@ def test_in_parts_covers_every_index_once_in_as_many_threads(monkeypatch):
             seen.extend(range(n)[part])
             together.wait()  # every part waits for all the others: they run at the same time
 
-        kernels.in_parts(n, run, workers)
+        parallel.in_parts(n, run, workers)
         assert sorted(seen) == list(range(n))
         assert len(started) == min(workers, n) - 1  # the caller runs the first part itself
 
@@ -177,7 +178,7 @@ def test_an_error_in_a_helper_thread_reaches_the_caller():
             raise RuntimeError(f"rows {part.start}..{part.stop}")
 
     with pytest.raises(RuntimeError, match="rows 6..12"):
-        kernels.in_parts(12, run, 2)
+        parallel.in_parts(12, run, 2)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -239,8 +240,8 @@ def test_model_shares_a_long_input_among_threads_with_one_blas_thread(dtype, mon
     ids = np.random.default_rng(11).integers(0, 97, 40)
     expected = model.trace(ids)["logits"]
     fake = FakeBLAS(3)
-    monkeypatch.setattr(kernels, "_openblas", lambda: kernels._OpenBLAS(fake.get, fake.set))
-    monkeypatch.setattr(kernels, "PARALLEL_MIN_ROWS", 40)
+    monkeypatch.setattr(parallel, "_openblas", lambda: parallel._OpenBLAS(fake.get, fake.set))
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_ROWS", 40)
     started = count_threads(monkeypatch)
     np.testing.assert_allclose(model(ids), expected, **TOL[dtype])
     assert fake.calls == [1, 3] and fake.count == 3
@@ -252,21 +253,21 @@ def test_model_shares_a_long_input_among_threads_with_one_blas_thread(dtype, mon
 
 def test_threads_sets_blas_to_one_and_restores_it_once(monkeypatch):
     fake = FakeBLAS(4)
-    blas = kernels._OpenBLAS(fake.get, fake.set)
-    monkeypatch.setattr(kernels, "_openblas", lambda: blas)
-    with kernels.threads(4):
+    blas = parallel._OpenBLAS(fake.get, fake.set)
+    monkeypatch.setattr(parallel, "_openblas", lambda: blas)
+    with parallel.threads(4):
         assert fake.count == 1 and blas.threads() == 4  # the count outside the block
-        with kernels.threads(2):  # nested (or another thread at the same time)
+        with parallel.threads(2):  # nested (or another thread at the same time)
             assert fake.count == 1
         assert fake.count == 1
     assert fake.calls == [1, 4] and blas.threads() == 4
-    with kernels.threads(1):  # one worker: BLAS keeps its threads
+    with parallel.threads(1):  # one worker: BLAS keeps its threads
         pass
     assert fake.calls == [1, 4]
-    assert kernels.threads_for(kernels.PARALLEL_MIN_ROWS) == 4
-    assert kernels.threads_for(kernels.PARALLEL_MIN_ROWS - 1) == 1
-    monkeypatch.setattr(kernels, "_openblas", lambda: None)  # no BLAS whose threads can be set
-    assert kernels.threads_for(10 ** 6) == 1
+    assert parallel.threads_for(parallel.PARALLEL_MIN_ROWS) == 4
+    assert parallel.threads_for(parallel.PARALLEL_MIN_ROWS - 1) == 1
+    monkeypatch.setattr(parallel, "_openblas", lambda: None)  # no BLAS whose threads can be set
+    assert parallel.threads_for(10 ** 6) == 1
 
 
 def test_numpys_openblas_thread_count_can_be_read_and_set():
@@ -274,14 +275,14 @@ def test_numpys_openblas_thread_count_can_be_read_and_set():
     NumPy with another BLAS (and no OpenBLAS loaded), it finds none and runs in one thread."""
     config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
     if "openblas" not in config.get("name", "").lower():
-        assert kernels._openblas() is None, f"NumPy uses {config.get('name')}, yet an OpenBLAS was found"
-        assert kernels.threads_for(10 ** 6) == 1
+        assert parallel._openblas() is None, f"NumPy uses {config.get('name')}, yet an OpenBLAS was found"
+        assert parallel.threads_for(10 ** 6) == 1
         return
-    blas = kernels._openblas()
+    blas = parallel._openblas()
     assert blas is not None, "NumPy's OpenBLAS was not found among the loaded libraries"
     before = blas.get()
     assert before >= 1
-    with kernels.threads(2):
+    with parallel.threads(2):
         assert blas.get() == 1
     assert blas.get() == before
 
@@ -311,16 +312,26 @@ def test_gelu_matches_layers():
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_model_forward_equals_the_readable_trace(dtype, monkeypatch):
-    """End to end: GPT2.__call__ (kernels, in tiles of 16 queries) against GPT2.trace (layers)."""
+def test_model_forward_equals_the_readable_forward(dtype, monkeypatch):
+    """End to end: GPT2.__call__ (kernels, in tiles of 16 queries) against layers.gpt2, the
+    readable forward: one prompt, the same prompt fed through the KV cache, and a left-padded batch."""
     from gpt2np import GPT2, Config
 
     monkeypatch.setattr(kernels, "TILE_ELEMENTS", 1)  # every call with a mask runs in tiles
     model = GPT2.random(Config(n_vocab=97, n_ctx=64, n_embd=32, n_head=4, n_layer=2), seed=3, dtype=dtype)
     ids = np.random.default_rng(8).integers(0, 97, 50)
-    expected = model.trace(ids)["logits"]  # [50, V], the readable formulas
+    expected = layers.gpt2(ids, model.params, 4)  # [50, V], the readable formulas
+    assert expected.dtype == dtype
     np.testing.assert_allclose(model(ids), expected, **TOL[dtype])
     cache = model.new_cache(1, 50)
     got = [model(ids[None, :37], cache=cache)[0]]  # a prompt of 37 (3 tiles), then one token at a time
     got += [model(ids[None, t:t + 1], cache=cache)[0] for t in range(37, 50)]
     np.testing.assert_allclose(np.concatenate(got), expected, **TOL[dtype])
+
+    real = np.ones((2, 50), bool)
+    real[1, :13] = False  # row 1: 13 tokens of left padding
+    positions = np.maximum(np.cumsum(real, axis=1) - 1, 0)
+    readable = layers.gpt2(np.stack([ids, ids]), model.params, 4, positions, mask_for(real, 50).astype(dtype))
+    got = model(np.stack([ids, ids]), attention_mask=real.astype(int))
+    np.testing.assert_allclose(got[real], readable[real], **TOL[dtype])
+    np.testing.assert_allclose(got[1, 13:], layers.gpt2(ids[13:], model.params, 4), **TOL[dtype])

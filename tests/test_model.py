@@ -207,6 +207,9 @@ def test_errors_name_the_limit_and_the_value(models):
         model(np.ones(3, int), cache=model.new_cache(batch_size=2))
     with pytest.raises(ValueError, match="dtype"):
         model(np.ones(3, int), cache=models[np.dtype(np.float64)].new_cache())
+    for not_a_cache in ({"keys": None}, "cache", 0, object()):
+        with pytest.raises(TypeError, match=r"cache must be a KVCache .*found"):
+            model(np.ones(3, int), cache=not_a_cache)
 
 
 def test_attention_mask_errors(models):
