@@ -12,12 +12,20 @@ The modules, in the order data flows through them:
 - ``formats``    reading and writing weight files (TF checkpoint V2, safetensors, .npz)
 - ``hub``        downloading OpenAI's checkpoints into a local cache
 - ``tasks``      GPT-2's zero-shot uses: summarize, translate, answer, continue
+- ``backward``   the gradient of each formula, and ``loss_and_grads``
+- ``optim``      AdamW, gradient clipping and the learning-rate schedule
+- ``train``      training on text files: token files, batches, checkpoints (``gpt2np train``)
 """
 
 from .tokenizer import Tokenizer
 from .model import Config, GPT2, KVCache
-from .sampling import generate
+from .generation import GenerationSettings, generate, generate_text  # generate: deprecated, use generate_text
+from .backward import loss_and_grads
+from .optim import AdamW, clip_grad_norm, cosine_lr
+from .train import TrainSettings, prepare_tokens, train_text  # (gpt2np.train is the module: train.train)
 
 __version__ = "0.1.0"
 
-__all__ = ["Tokenizer", "Config", "GPT2", "KVCache", "generate", "__version__"]
+__all__ = ["Tokenizer", "Config", "GPT2", "KVCache", "GenerationSettings", "generate_text", "generate",
+           "loss_and_grads", "AdamW", "clip_grad_norm", "cosine_lr", "TrainSettings", "prepare_tokens",
+           "train_text", "__version__"]

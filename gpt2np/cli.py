@@ -75,9 +75,35 @@ def _run_tokenize(args) -> int:
 
 # --- download / convert / info (weights issue) ----------------------------------
 def _is_size_name(spec: str) -> bool:
+    """A size the hub knows: "124M", ..., or an alias ("gpt2-medium", "1.5B", ...), in any letter case."""
     from . import hub
 
-    return spec in hub.MODELS or spec in hub.ALIASES
+    try:
+        hub.get_spec(spec)
+    except hub.DownloadError:
+        return False
+    return True
+
+
+def _weights_kind(spec: str) -> str:
+    """What a weights argument names, the one dispatch of ``_read_weights`` and ``load_model_arg``:
+    "tf" (a checkpoint folder or its ``.index`` file), "safetensors", "npz", or "size" (a size
+    name, for the cache); a one-line CLIError for anything else."""
+    import pathlib
+
+    from .config import ALIASES, PRESETS
+
+    path = pathlib.Path(spec)
+    if path.is_dir() or path.suffix == ".index":
+        return "tf"
+    if path.suffix in (".safetensors", ".npz"):
+        return path.suffix[1:]
+    if path.exists():
+        raise CLIError(f"{spec}: unknown kind of file (expected a TF checkpoint folder, .safetensors or .npz)")
+    if _is_size_name(spec):
+        return "size"
+    raise CLIError(f"{spec}: no such file or folder, and not a known size ({', '.join(PRESETS)}) "
+                   f"or alias ({', '.join(ALIASES)})")
 
 
 def _read_weights(spec: str, verify: bool = True, hparams: dict | None = None):
@@ -86,47 +112,40 @@ def _read_weights(spec: str, verify: bool = True, hparams: dict | None = None):
 
     from . import formats, hub
 
-    path = pathlib.Path(spec)
-    if path.is_dir() or path.suffix == ".index":
+    kind, path = _weights_kind(spec), pathlib.Path(spec)
+    if kind == "tf":
         return "TensorFlow checkpoint", *formats.read_tf_checkpoint(path, verify=verify)
-    if path.suffix == ".safetensors":
+    if kind == "safetensors":
         return "safetensors", *formats.read_safetensors_model(path, hparams)
-    if path.suffix == ".npz":
+    if kind == "npz":
         return "gpt2np .npz", *formats.load_npz(path)
-    if path.exists():
-        raise CLIError(f"{spec}: unknown kind of file (expected a TF checkpoint folder, .safetensors or .npz)")
-    if _is_size_name(spec):
-        npz = hub.npz_path(spec)
-        if not npz.is_file():
-            raise CLIError(f"{spec} is not in the cache {npz.parent}; run `gpt2np download {spec}` first")
-        return f"cached {hub.get_spec(spec).size} ({npz})", *formats.load_npz(npz)
-    raise CLIError(f"{spec}: no such file or folder, and not a known size "
-                   f"({', '.join(hub.MODELS)})")
+    npz = hub.npz_path(spec)
+    if not npz.is_file():
+        raise CLIError(f"{spec} is not in the cache {npz.parent}; run `gpt2np download {spec}` first")
+    return f"cached {hub.get_spec(spec).size} ({npz})", *formats.load_npz(npz)
 
 
 def load_model_arg(spec, base_url=None):
     """Turn a ``--model`` argument into a GPT2.
 
-    ``spec`` is a size name ("124M", ..., downloaded and converted once into the cache), a
-    TensorFlow checkpoint folder (or its ``.index`` file), a ``.safetensors`` file or an ``.npz``
-    written by ``gpt2np convert`` / ``GPT2.save``.
+    ``spec`` is a size name or alias ("124M", "gpt2-medium", "1.5b", ..., in any letter case;
+    downloaded and converted once into the cache), a TensorFlow checkpoint folder (or its
+    ``.index`` file), a ``.safetensors`` file or an ``.npz`` written by ``gpt2np convert`` /
+    ``GPT2.save``.
     """
     import pathlib
 
     from .model import GPT2
 
     spec = str(spec)
-    path = pathlib.Path(spec)
-    if path.is_dir() or path.suffix == ".index":
+    kind, path = _weights_kind(spec), pathlib.Path(spec)
+    if kind == "tf":
         return GPT2.from_tf_checkpoint(path)
-    if path.suffix == ".safetensors":
+    if kind == "safetensors":
         return GPT2.from_safetensors(path)
-    if path.suffix == ".npz":
+    if kind == "npz":
         return GPT2.load(path)
-    if not path.exists() and _is_size_name(spec):
-        return GPT2.from_pretrained(spec, base_url=base_url)
-    _read_weights(spec)  # raises the right one-line error
-    raise CLIError(f"{spec}: cannot load this as a model")
+    return GPT2.from_pretrained(spec, base_url=base_url)
 
 
 def _add_download(sub):
@@ -153,11 +172,15 @@ def _run_download(args):
 
 
 def _add_convert(sub):
-    p = sub.add_parser("convert", help="convert a TF checkpoint folder or .safetensors file to .npz",
+    p = sub.add_parser("convert", help="convert weights between TF checkpoints, .safetensors and .npz",
                        description="Read SRC (a TensorFlow checkpoint folder such as OpenAI's models/124M, "
-                                   "or a Hugging Face .safetensors file) and write OUT.npz for GPT2.load.")
+                                   "a Hugging Face .safetensors file or a gpt2np .npz) and write OUT, by its "
+                                   "suffix: OUT.npz for GPT2.load, or OUT.safetensors with transformers' "
+                                   "names and a config.json beside it, so that "
+                                   "GPT2LMHeadModel.from_pretrained(folder) loads it (name it "
+                                   "model.safetensors for that).")
     p.add_argument("src", metavar="SRC")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.npz")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT.npz or OUT.safetensors")
     p.add_argument("--no-verify", action="store_true", help="skip the tensor CRC32C checks (TF checkpoints)")
     p.add_argument("--hparams", metavar="JSON",
                    help="hparams.json for a .safetensors file (default: inferred, n_head = n_embd // 64)")
@@ -173,12 +196,18 @@ def _run_convert(args):
     if not pathlib.Path(args.src).exists():
         raise CLIError(f"{args.src}: no such file or folder")
     out = pathlib.Path(args.output)
-    if out.suffix != ".npz":
-        raise CLIError(f"{out}: the output must end in .npz")
+    if out.suffix not in (".npz", ".safetensors"):
+        raise CLIError(f"{out}: the output must end in .npz or .safetensors")
     kind, hparams, params = _read_weights(args.src, verify=not args.no_verify, hparams=hparams)
-    formats.save_npz(out, hparams, params)
+    if out.suffix == ".npz":
+        formats.save_npz(out, hparams, params)
+    else:  # transformers' names, and its config.json beside the file
+        from .model import GPT2, Config
+
+        GPT2(Config(**hparams), params).save_safetensors(out)
     n = sum(a.size for a in formats.flatten(params).values())
-    print(f"{out}: {n:,} parameters from {kind} {args.src}")
+    extra = f" (and {out.parent / 'config.json'})" if out.suffix == ".safetensors" else ""
+    print(f"{out}: {n:,} parameters from {kind} {args.src}{extra}")
 
 
 def _hparams_arg(path: str | None) -> dict | None:
@@ -339,18 +368,27 @@ def _add_generate(sub) -> None:
 
 
 def _run_generate(args) -> int:
-    from .sampling import generate
+    from .generation import GenerationSettings, generate_text
     from .tokenizer import Tokenizer
 
     prompt = _read_text_arg(args.prompt, "prompt")
-    model, tok = _generation_model(args), Tokenizer.gpt2()
-    out = generate(model, tok, prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                   top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-                   seed=args.seed, stop=args.stop, stream=args.stream)
-    if args.echo:
-        print(prompt, end="", flush=True)
-    for piece in out if args.stream else [out]:
-        print(piece, end="", flush=True)
+    tok = Tokenizer.gpt2()
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                  top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                                  seed=args.seed, stop_ids=(tok.eot_token,))
+    out = generate_text(_generation_model(args), tok, prompt, stop=args.stop, stream=args.stream, settings=settings)
+    printed = False
+    try:
+        if args.echo:
+            print(prompt, end="", flush=True)
+            printed = True
+        for piece in out if args.stream else [out]:
+            print(piece, end="", flush=True)
+            printed = True
+    except ValueError:
+        if printed:  # end the streamed line, so that the error (on stderr) starts a line of its own
+            print(flush=True)
+        raise
     print()
     return 0
 
@@ -440,7 +478,7 @@ def _add_score(sub) -> None:
 
 
 def _run_score(args) -> int:
-    from .sampling import perplexity
+    from .scoring import perplexity
     from .tokenizer import Tokenizer
 
     text = _read_file_arg(args.file, "text")
@@ -454,10 +492,100 @@ def _run_score(args) -> int:
     return 0
 
 
+# --- train (training issue) -------------------------------------------------------
+_TRAIN_SETTINGS = ("steps", "batch_size", "seq_len", "grad_accum", "lr", "min_lr", "warmup", "weight_decay",
+                   "clip", "seed", "eval_every", "eval_windows", "save_every", "val_fraction")
+_TRAIN_SHAPE = {"n_layer": 12, "n_head": 12, "n_embd": 768, "n_ctx": 1024}  # --init new's defaults: 124M's
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train", help="fine-tune GPT-2 on text files, or train one from scratch",
+        description="Train on TEXT files (UTF-8; each a document, <|endoftext|> between them): tokenized "
+                    "once into OUT's .tokens/ folder, the last --val-fraction of each file kept for "
+                    "validation; random windows of --seq-len + 1 tokens; AdamW with warm-up and cosine "
+                    "decay; losses in OUT's .csv, checkpoints in OUT's .ckpt.npz (every --save-every "
+                    "steps, at the end and on Ctrl-C); the model in OUT (.npz, or .safetensors with a "
+                    "config.json for transformers).  --resume continues the checkpoint exactly: a run "
+                    "stopped and resumed ends with the weights of one that never stopped.  Python: "
+                    "gpt2np.train.train_text does the same.")
+    p.add_argument("texts", nargs="+", metavar="TEXT", help="UTF-8 text files")
+    p.add_argument("--out", required=True, metavar="OUT", help="the model to write: OUT.npz or OUT.safetensors")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="the start: a size (124M, 355M, ...; downloaded once), a model file (.npz, "
+                        ".safetensors, a TF checkpoint folder), or 'new' (GPT-2's initialisation with "
+                        "--n-layer/--n-head/--n-embd/--n-ctx) (default: 124M)")
+    for name, default in _TRAIN_SHAPE.items():
+        p.add_argument("--" + name.replace("_", "-"), type=_positive_int, default=None, metavar="N",
+                       help=f"with --init new (default: {default})")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT's checkpoint; its settings apply unless given here")
+    p.add_argument("--steps", metavar="N", type=_positive_int, help="optimizer steps of the whole run (default: 1000)")
+    p.add_argument("--batch-size", metavar="N", type=_positive_int, help="windows per micro-batch (default: 4)")
+    p.add_argument("--seq-len", metavar="N", type=_positive_int, help="tokens read per window, at most n_ctx "
+                                                          "(default: min(256, n_ctx))")
+    p.add_argument("--grad-accum", metavar="N", type=_positive_int,
+                   help="micro-batches per optimizer step, their gradients averaged (default: 1)")
+    p.add_argument("--lr", metavar="LR", type=_float_in(0.0, None, True, "a learning rate > 0"),
+                   help="peak learning rate (default: 3e-4)")
+    p.add_argument("--min-lr", metavar="LR", type=_float_in(0.0, None, False, "a learning rate >= 0"),
+                   help="the cosine's floor, reached at the last step (default: lr / 10)")
+    p.add_argument("--warmup", metavar="N", type=_nonnegative_int, help="steps of linear warm-up (default: steps / 20)")
+    p.add_argument("--weight-decay", metavar="WD", type=_float_in(0.0, None, False, "a number >= 0"),
+                   help="AdamW's decoupled weight decay of the 2-D weights (default: 0.1)")
+    p.add_argument("--clip", metavar="NORM",
+                   type=_float_in(0.0, None, False, "a number >= 0 (0 = no clipping)"),
+                   help="clip the gradient norm to this (default: 1.0; 0 = no clipping)")
+    p.add_argument("--seed", metavar="N", type=_nonnegative_int,
+                   help="seed of the batches (and of --init new) (default: 0)")
+    p.add_argument("--eval-every", metavar="N", type=_positive_int,
+                   help="steps between validation losses (default: 100)")
+    p.add_argument("--eval-windows", metavar="N", type=_positive_int, help="fixed validation windows (default: 16)")
+    p.add_argument("--save-every", metavar="N", type=_positive_int, help="steps between checkpoints (default: 500)")
+    p.add_argument("--val-fraction", metavar="F", type=_float_in(0.0, 1.0, False, "a fraction 0 <= f < 1"),
+                   help="share of each file's tokens, from its end, for validation (default: 0.05; 0 = none)")
+    p.add_argument("--base-url", metavar="URL", default=None, help="download mirror for --init sizes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and messages")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from .model import Config
+    from .train import TrainingInterrupted, train_text
+
+    shape = {k: getattr(args, k) for k in _TRAIN_SHAPE if getattr(args, k) is not None}
+    new = (args.init or "").lower() == "new"
+    if shape and not new and not args.resume:
+        flags = ", ".join("--" + k.replace("_", "-") for k in shape)
+        args.parser.error(f"{flags} apply only to --init new")
+    if args.resume and args.init is not None:
+        args.parser.error("--resume continues the checkpoint's weights; drop --init")
+    config = Config(n_vocab=50257, **{**_TRAIN_SHAPE, **shape}) if new else None
+    settings = {k: getattr(args, k) for k in _TRAIN_SETTINGS if getattr(args, k) is not None}
+    log = (lambda message: None) if args.quiet else None
+    try:
+        model, history = train_text(args.texts, args.out, init=args.init or "124M", config=config,
+                                    settings=settings, resume=args.resume, base_url=args.base_url,
+                                    progress=not args.quiet, log=log)
+    except TrainingInterrupted as stop:
+        where = f"; saved {stop.checkpoint}, continue with --resume" if stop.checkpoint else ""
+        print(f"gpt2np train: interrupted after step {stop.step}{where}", file=sys.stderr)
+        return 130
+    last = history[-1] if history else {}
+    train_loss = next((r["train_loss"] for r in reversed(history) if r["train_loss"] is not None), None)
+    parts = [f"{args.out}: step {last.get('step', 0)}"]
+    if train_loss is not None:
+        parts.append(f"train loss {train_loss:.4f}")
+    if last.get("val_loss") is not None:
+        parts.append(f"validation loss {last['val_loss']:.4f}")
+    print(", ".join(parts))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="gpt2np",
-        description="GPT-2 in NumPy: tokenize, download, convert, generate, score.",
+        description="GPT-2 in NumPy: tokenize, download, convert, generate, score, train.",
     )
     from . import __version__
 

@@ -29,6 +29,7 @@ import shutil
 import time
 import urllib.parse
 
+from .config import PRESETS, canonical_name
 from .formats import WeightsError, read_safetensors_model, read_tf_checkpoint, save_npz
 
 OPENAI_BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models"
@@ -66,44 +67,36 @@ class ModelSpec:
     hf_sha256: str | None = None
 
 
-def _openai(size, d, n_head, n_layer, index, data, hparams_bytes, approx=None, **hf):
+def _openai(size, index, data, hparams_bytes, approx=None, **hf):
     files = {"checkpoint": 77, "encoder.json": 1_042_301, "hparams.json": hparams_bytes,
              "model.ckpt.index": index, "model.ckpt.data-00000-of-00001": data, "vocab.bpe": 456_318}
-    hp = {"n_vocab": 50257, "n_ctx": 1024, "n_embd": d, "n_head": n_head, "n_layer": n_layer}
-    return ModelSpec(size, hp, files, approx or {}, dict(TOKENIZER_SHA256), **hf)
+    return ModelSpec(size, PRESETS[size].to_dict(), files, approx or {}, dict(TOKENIZER_SHA256), **hf)
 
 
-# Sizes from formats.md 3.2.  774M/1558M index and hparams sizes are calculated, not observed: approximate.
+# Keyed by the sizes of gpt2np.config (their hparams are its PRESETS); file sizes from docs/formats.md.
+# 774M/1558M index and hparams sizes are calculated, not observed: approximate.
 MODELS: dict[str, ModelSpec] = {
-    "124M": _openai("124M", 768, 12, 12, 5_215, 497_759_232, 90, hf_repo="openai-community/gpt2",
+    "124M": _openai("124M", 5_215, 497_759_232, 90, hf_repo="openai-community/gpt2",
                     hf_revision="607a30d783dfa663caf39e06633721c8d4cfcd7e", hf_size=548_105_171,
                     hf_sha256="248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707"),
-    "355M": _openai("355M", 1024, 16, 24, 10_399, 1_419_292_672, 91, hf_repo="openai-community/gpt2-medium"),
-    "774M": _openai("774M", 1280, 20, 36, None, 3_096_120_320, None,
+    "355M": _openai("355M", 10_399, 1_419_292_672, 91, hf_repo="openai-community/gpt2-medium"),
+    "774M": _openai("774M", None, 3_096_120_320, None,
                     approx={"model.ckpt.index": 15_535, "hparams.json": 91}, hf_repo="openai-community/gpt2-large"),
-    "1558M": _openai("1558M", 1600, 25, 48, None, 6_230_444_800, None,
+    "1558M": _openai("1558M", None, 6_230_444_800, None,
                      approx={"model.ckpt.index": 20_724, "hparams.json": 91}, hf_repo="openai-community/gpt2-xl"),
 }
-ALIASES = {"117M": "124M", "345M": "355M", "gpt2": "124M", "gpt2-medium": "355M",
-           "gpt2-large": "774M", "gpt2-xl": "1558M"}
-
-
-def register(spec: ModelSpec) -> None:
-    """Add a size to the registry (used by tests to serve a tiny checkpoint)."""
-    MODELS[spec.size] = spec
 
 
 def get_spec(size: str) -> ModelSpec:
-    """The registry's entry for ``size``: a size ("124M"), an alias ("117M", "gpt2-medium"),
-    in any letter case ("124m", "GPT2-XL")."""
-    key = ALIASES.get(str(size), str(size))
-    if key not in MODELS:
-        names = {name.lower(): name for name in MODELS}
-        names.update({alias.lower(): name for alias, name in ALIASES.items()})
-        key = names.get(str(size).strip().lower(), key)
-    if key not in MODELS:
-        raise DownloadError(f"unknown model size {size!r}; known sizes: {', '.join(MODELS)}")
-    return MODELS[key]
+    """The registry's entry for ``size``: a size or an alias, in any letter case ("124M", "124m",
+    "117M", "gpt2-medium", "GPT2-XL", "1.5b"; see :func:`gpt2np.config.canonical_name`).  A name
+    added to MODELS as it is (tests serve a tiny size) is found as it is."""
+    if isinstance(size, str) and size in MODELS:
+        return MODELS[size]
+    try:
+        return MODELS[canonical_name(size)]
+    except ValueError as e:
+        raise DownloadError(str(e)) from None
 
 
 # ---- the cache ---------------------------------------------------------------------------

@@ -1,20 +1,18 @@
-"""GPT-2: its hyperparameters (``Config``), its weights (the params tree) and the model (``GPT2``).
+"""GPT-2 the model: ``GPT2(config, params)``, with everything a user needs around the formulas.
 
-The forward pass is the composition of the formulas in :mod:`gpt2np.layers`::
-
-    x = wte[ids] + wpe[positions]                    # [B, T, d]
-    for each block:  x = block(x)                    # pre-LN attention and MLP, two residuals
-    logits = layer_norm(x, ln_f) @ wteᵀ              # [B, T, V], the output head is tied to wte
-
-``GPT2`` adds what a real user needs around it: shape checks with useful errors, left-padded
-batches (an attention mask), a preallocated KV cache for generation, ``trace`` (every intermediate
-by name), ``loss``, and ``generate`` (a door into :mod:`gpt2np.sampling`).  The block marked DOORS is the only place where this
-module reaches the ``formats`` and ``hub`` rooms; it is kept exactly as the weights room expects.
+The forward pass is :func:`gpt2np.layers.gpt2`, the composition of the formulas of
+:mod:`gpt2np.layers` (embedding, the blocks, the final norm, the tied head); ``GPT2.__call__``
+computes it with the fast block of :mod:`gpt2np.kernels`, and ``tests/test_kernels.py`` proves
+the two equal.  Around it: shape checks with useful errors, left-padded batches (an attention
+mask), a preallocated KV cache for generation, ``trace`` (every intermediate by name, from
+``layers.gpt2`` with a Record), ``loss``, ``generate_ids`` (the loop of
+:mod:`gpt2np.generation`), and loading and saving (through :mod:`gpt2np.formats` and
+:mod:`gpt2np.hub`, imported where they are used).  ``Config`` and the params tree's shapes live
+in :mod:`gpt2np.config` (see docs/architecture.md).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import pathlib
@@ -23,187 +21,8 @@ import numpy as np
 
 from . import kernels, layers, parallel
 from .layers import MASKED, embedding, layer_norm, log_softmax
-
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-# --------------------------------------------------------------------------------------------
-# Config
-# --------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """GPT-2's hyperparameters, under the names of OpenAI's ``hparams.json``.
-
-    n_vocab: vocabulary size V; n_ctx: longest sequence (number of position embeddings);
-    n_embd: model width d; n_head: attention heads H; n_layer: transformer blocks L.
-    """
-
-    n_vocab: int = 50257
-    n_ctx: int = 1024
-    n_embd: int = 768
-    n_head: int = 12
-    n_layer: int = 12
-
-    def __post_init__(self):
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"Config.{field.name} must be a positive integer, got {value!r}")
-            object.__setattr__(self, field.name, int(value))  # plain ints, also from np.int64
-        if self.n_embd % self.n_head:
-            raise ValueError(
-                f"Config.n_embd={self.n_embd} must be divisible by n_head={self.n_head} "
-                "(each head gets n_embd / n_head features)"
-            )
-
-    @property
-    def head_dim(self) -> int:
-        """dh = n_embd / n_head (64 for every GPT-2 size)."""
-        return self.n_embd // self.n_head
-
-    @classmethod
-    def preset(cls, name: str) -> "Config":
-        """The hyperparameters of one of OpenAI's sizes: "124M", "355M", "774M" or "1558M"."""
-        key = _PRESET_ALIASES.get(str(name).lower(), name)
-        if key not in PRESETS:
-            raise ValueError(f"unknown GPT-2 size {name!r}; expected one of {', '.join(PRESETS)}")
-        return PRESETS[key]
-
-    @classmethod
-    def from_hparams(cls, path) -> "Config":
-        """Read OpenAI's ``hparams.json`` (the file, or the folder that holds it)."""
-        path = pathlib.Path(path)
-        if path.is_dir():
-            path = path / "hparams.json"
-        try:
-            hparams = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no such hparams file") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(hparams, dict):
-            raise ValueError(f"{path}: expected a JSON object, found {type(hparams).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in hparams]
-        unknown = [k for k in hparams if k not in names]
-        if missing or unknown:
-            raise ValueError(
-                f"{path}: expected the keys {names}; missing {missing}, unknown {unknown}"
-            )
-        return cls(**hparams)
-
-    def to_dict(self) -> dict:
-        """The five hparams as plain ints, in OpenAI's order (``Config(**d)`` rebuilds it)."""
-        return {f.name: int(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-    def num_params(self) -> int:
-        """Number of weights: V·d + C·d + L·(12d² + 13d) + 2d (the output head is tied to wte)."""
-        V, C, d, L = self.n_vocab, self.n_ctx, self.n_embd, self.n_layer
-        return V * d + C * d + L * (12 * d * d + 13 * d) + 2 * d
-
-
-PRESETS: dict[str, Config] = {
-    "124M": Config(n_embd=768, n_head=12, n_layer=12),
-    "355M": Config(n_embd=1024, n_head=16, n_layer=24),
-    "774M": Config(n_embd=1280, n_head=20, n_layer=36),
-    "1558M": Config(n_embd=1600, n_head=25, n_layer=48),
-}
-# Hugging Face's names for the same sizes (and OpenAI's early names 117M / 345M).
-_PRESET_ALIASES = {
-    "124m": "124M", "117m": "124M", "gpt2": "124M", "small": "124M",
-    "355m": "355M", "345m": "355M", "gpt2-medium": "355M", "medium": "355M",
-    "774m": "774M", "gpt2-large": "774M", "large": "774M",
-    "1558m": "1558M", "1.5b": "1558M", "gpt2-xl": "1558M", "xl": "1558M",
-}
-
-
-def param_shapes(config: Config) -> dict:
-    """The params tree of ``config`` with a shape tuple in place of each array (design.md)."""
-    V, C, d = config.n_vocab, config.n_ctx, config.n_embd
-
-    def ln():
-        return {"g": (d,), "b": (d,)}
-
-    def lin(n_in, n_out):
-        return {"w": (n_in, n_out), "b": (n_out,)}
-
-    blk = {
-        "ln_1": ln(),
-        "attn": {"c_attn": lin(d, 3 * d), "c_proj": lin(d, d)},
-        "ln_2": ln(),
-        "mlp": {"c_fc": lin(d, 4 * d), "c_proj": lin(4 * d, d)},
-    }
-    return {"wte": (V, d), "wpe": (C, d), "blocks": [blk] * config.n_layer, "ln_f": ln()}
-
-
-def _map_tree(fn, tree):
-    """Apply ``fn`` to every array of a params tree, keeping its structure."""
-    if isinstance(tree, dict):
-        return {k: _map_tree(fn, v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return [_map_tree(fn, v) for v in tree]
-    return fn(tree)
-
-
-def _leaves(tree, path=""):
-    """(path, array) for every array, paths written like ``blocks[3].attn.c_attn.w``."""
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            yield from _leaves(v, f"{path}.{k}" if path else k)
-    elif isinstance(tree, (list, tuple)):
-        for i, v in enumerate(tree):
-            yield from _leaves(v, f"{path}[{i}]")
-    else:
-        yield path, tree
-
-
-def _check_params(config: Config, params) -> np.dtype:
-    """Check ``params`` against ``config``; raise ValueError naming the first wrong tensor.
-
-    Returns the dtype shared by all tensors (float32 or float64).
-    """
-    first = {}  # the first tensor's path and dtype, to name both in a mixed-dtype error
-
-    def walk(expected, found, path):
-        where = path or "params"
-        if isinstance(expected, dict):
-            if not isinstance(found, dict):
-                raise ValueError(f"{where}: expected a dict with keys {list(expected)}, found {type(found).__name__}")
-            for key, sub in expected.items():
-                sub_path = f"{path}.{key}" if path else key
-                if key not in found:
-                    what = f"shape {sub}" if isinstance(sub, tuple) else "a subtree"
-                    raise ValueError(f"{sub_path}: missing (expected {what})")
-                walk(sub, found[key], sub_path)
-            unknown = [k for k in found if k not in expected]
-            if unknown:
-                raise ValueError(f"{where}: unexpected entries {unknown}; expected only {list(expected)}")
-        elif isinstance(expected, list):
-            if not isinstance(found, (list, tuple)):
-                raise ValueError(f"{where}: expected a list of {len(expected)} blocks, found {type(found).__name__}")
-            if len(found) != len(expected):
-                raise ValueError(f"{where}: expected {len(expected)} blocks (n_layer), found {len(found)}")
-            for i, (sub, blk) in enumerate(zip(expected, found)):
-                walk(sub, blk, f"{path}[{i}]")
-        else:
-            if not isinstance(found, np.ndarray):
-                raise ValueError(f"{where}: expected a NumPy array of shape {expected}, found {type(found).__name__}")
-            if found.dtype not in _FLOAT_DTYPES:
-                raise ValueError(f"{where}: dtype {found.dtype} is not supported; expected float32 or float64")
-            if not first:
-                first.update(path=where, dtype=found.dtype)
-            elif found.dtype != first["dtype"]:
-                raise ValueError(
-                    f"{where}: dtype {found.dtype} differs from {first['path']}'s {first['dtype']}; "
-                    "all tensors must share one dtype (convert them with astype)"
-                )
-            if found.shape != expected:
-                raise ValueError(f"{where}: expected {expected}, found {found.shape}")
-
-    walk(param_shapes(config), params, "")
-    return first["dtype"]
+from .config import PRESETS, Config, check_params, float_dtype, map_tree, param_shapes, walk  # noqa: F401
+# (Config, PRESETS and param_shapes are defined in gpt2np/config.py and re-exported here)
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,7 +93,7 @@ class KVCache:
 
 
 class GPT2:
-    """GPT-2 in NumPy: ``GPT2(config, params)`` with the params tree of design.md.
+    """GPT-2 in NumPy: ``GPT2(config, params)`` with the params tree of docs/architecture.md.
 
     The computation runs in the params' dtype (float32, or float64 after ``astype(np.float64)``).
     """
@@ -282,7 +101,7 @@ class GPT2:
     def __init__(self, config: Config, params: dict):
         if not isinstance(config, Config):
             raise TypeError(f"config must be a gpt2np.Config, found {type(config).__name__}")
-        self.dtype = _check_params(config, params)
+        self.dtype = check_params(config, params)
         self.config = config
         self.params = params
 
@@ -297,42 +116,28 @@ class GPT2:
         (they are drawn in float64 and then rounded).
         """
         config = Config.preset(config) if isinstance(config, str) else config
-        dtype = np.dtype(dtype)
-        if dtype not in _FLOAT_DTYPES:
-            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        dtype = float_dtype(dtype)
         rng = np.random.default_rng(seed)
         proj_std = 0.02 / (2 * config.n_layer) ** 0.5
 
-        def init(path, shape):
-            name = path.rsplit(".", 1)[-1]
-            if path.startswith("ln") or ".ln_" in path:
-                return (np.ones if name == "g" else np.zeros)(shape, dtype=dtype)
-            if name == "b":
+        def init(path, shape):  # path: ("blocks", 0, "attn", "c_proj", "w"), ...; drawn in the tree's order
+            if any(str(key).startswith("ln") for key in path):
+                return (np.ones if path[-1] == "g" else np.zeros)(shape, dtype=dtype)
+            if path[-1] == "b":
                 return np.zeros(shape, dtype=dtype)
-            std = proj_std if path.endswith("c_proj.w") else 0.02
+            std = proj_std if path[-2:] == ("c_proj", "w") else 0.02
             return (rng.standard_normal(shape) * std).astype(dtype)
 
-        shapes = param_shapes(config)
-        params = {
-            "wte": init("wte", shapes["wte"]),
-            "wpe": init("wpe", shapes["wpe"]),
-            "blocks": [
-                _map_paths(init, shapes["blocks"][i], f"blocks[{i}]") for i in range(config.n_layer)
-            ],
-            "ln_f": _map_paths(init, shapes["ln_f"], "ln_f"),
-        }
-        return cls(config, params)
+        return cls(config, map_tree(init, param_shapes(config)))
 
     def astype(self, dtype) -> "GPT2":
         """The same model computing in ``dtype`` (float32 or float64); arrays already in that dtype are shared."""
-        dtype = np.dtype(dtype)
-        if dtype not in _FLOAT_DTYPES:
-            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-        return GPT2(self.config, _map_tree(lambda a: a.astype(dtype, copy=False), self.params))
+        dtype = float_dtype(dtype)
+        return GPT2(self.config, map_tree(lambda _, a: a.astype(dtype, copy=False), self.params))
 
     def num_params(self) -> int:
         """Number of weights in the params tree (124,439,808 for 124M)."""
-        return sum(a.size for _, a in _leaves(self.params))
+        return sum(a.size for _, a in walk(self.params))
 
     def new_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
         """An empty KV cache for ``batch_size`` rows and up to ``max_len`` positions (default n_ctx)."""
@@ -459,7 +264,7 @@ class GPT2:
     # ---- trace, loss, generate ---------------------------------------------------------------
 
     def trace(self, ids) -> dict:
-        """Every intermediate of the forward pass of one sequence, by name (design.md):
+        """Every intermediate of the forward pass of one sequence, by name (docs/architecture.md):
 
         ``embed`` [T, d]; for block i: ``h{i}.ln_1`` [T, d], ``h{i}.attn.q|k|v`` [H, T, dh],
         ``h{i}.attn.scores`` [H, T, T] (scaled and masked, before softmax), ``h{i}.attn.probs``
@@ -493,21 +298,33 @@ class GPT2:
         targets = ids[:, 1:, None]  # [B, T-1, 1]
         return float(-np.take_along_axis(logp, targets, axis=-1).mean())
 
-    def generate(self, ids, max_new_tokens: int, temperature: float = 0.0, top_k=None, top_p=None,
-                 repetition_penalty=None, seed=None, stop_ids=None):
+    def generate_ids(self, ids, max_new_tokens: int | None = None, temperature: float | None = None, top_k=None,
+                     top_p=None, repetition_penalty=None, seed=None, stop_ids=None, *, settings=None):
         """Continue ``ids`` by up to ``max_new_tokens`` tokens and return the new ids only.
 
-        A thin door into :func:`gpt2np.sampling.generate_ids` (see there): ids ``[T]`` -> a
-        list of new ids; a ragged batch (list of sequences of any lengths) or ``[B, T]`` -> a
-        list of lists.  Greedy by default; each row stops at one of ``stop_ids`` (default
+        Calls :func:`gpt2np.generation.generate_ids` (see there): ids ``[T]`` -> a list of new
+        ids; a ragged batch (list of sequences of any lengths) or ``[B, T]`` -> a list of lists.
+        ``settings`` is a :class:`gpt2np.generation.GenerationSettings`; the other arguments,
+        where not None, override its fields (None: the field of ``settings``, or its default).
+        Greedy and 50 tokens by default; each row stops at one of ``stop_ids`` (default
         ``<|endoftext|>``; not returned) or after ``max_new_tokens``.  Runs on the KV cache.
         """
-        from .sampling import EOT, generate_ids
+        from .generation import generate_ids
 
-        return generate_ids(self, ids, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed,
-                            (EOT,) if stop_ids is None else stop_ids)
+        options = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                       repetition_penalty=repetition_penalty, seed=seed, stop_ids=stop_ids)
+        return generate_ids(self, ids, settings=settings, **{k: v for k, v in options.items() if v is not None})
 
-    # ---- DOORS into formats/ and hub (thin constructors; keep as they are) ----
+    def generate(self, ids, max_new_tokens: int, temperature: float = 0.0, top_k=None, top_p=None,
+                 repetition_penalty=None, seed=None, stop_ids=None):
+        """Deprecated name of :meth:`generate_ids` (the same arguments); goes away in the next release."""
+        import warnings
+
+        warnings.warn("GPT2.generate is deprecated: use GPT2.generate_ids (the same arguments); "
+                      "the old name goes away in the next release", DeprecationWarning, stacklevel=2)
+        return self.generate_ids(ids, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop_ids)
+
+    # ---- loading and saving: thin layers over gpt2np.formats and gpt2np.hub ----
     @classmethod
     def from_tf_checkpoint(cls, folder, verify: bool = True) -> "GPT2":
         """Load OpenAI's TensorFlow checkpoint folder (hparams.json + model.ckpt.*) without TensorFlow."""
@@ -539,16 +356,59 @@ class GPT2:
 
         save_npz(path, self.config.to_dict(), self.params)
 
+    def save_safetensors(self, path) -> pathlib.Path:
+        """Save for PyTorch: transformers' ``model.safetensors`` and its ``config.json`` beside it.
+
+        ``path`` is a ``.safetensors`` file, or a folder (which gets ``model.safetensors``).  The
+        tensors get transformers' names (``transformer.wte.weight``, ``transformer.h.0.attn.c_attn.weight``,
+        ...; Conv1D weights are ``[n_in, n_out]`` in both, so nothing is transposed; the head is tied
+        to ``wte`` and not stored), and ``config.json`` is a ``GPT2Config`` of this shape (``gelu_new``,
+        ``layer_norm_epsilon`` 1e-5, tied embeddings), so that
+        ``GPT2LMHeadModel.from_pretrained(folder)`` computes the same logits.  Both files are
+        written atomically.  Returns the path of the ``.safetensors`` file.
+        """
+        import json
+
+        from .formats import flatten, write_safetensors
+        from .formats.atomic import atomic_write
+        from .formats.names import hf_to_flat
+
+        path = pathlib.Path(path)
+        if path.suffix != ".safetensors":
+            path = path / "model.safetensors"
+
+        def hf_name(flat_name: str) -> str:  # the inverse of formats.names.hf_to_flat
+            *parts, leaf = flat_name.split(".")
+            if not parts:  # wte, wpe: embeddings are "weight"
+                parts, leaf = [leaf], "w"
+            elif parts[0] == "blocks":
+                parts[0] = "h"
+            name = ".".join(parts + ["bias" if leaf == "b" else "weight"])
+            assert hf_to_flat(name) == flat_name, (flat_name, name)
+            return "transformer." + name
+
+        tensors = {hf_name(k): v for k, v in flatten(self.params).items()}
+        c = self.config
+        eot = 50256 if c.n_vocab > 50256 else None  # <|endoftext|>, when the vocabulary has it
+        hf_config = {
+            "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+            "vocab_size": c.n_vocab, "n_positions": c.n_ctx, "n_embd": c.n_embd, "n_layer": c.n_layer,
+            "n_head": c.n_head, "n_inner": None, "activation_function": "gelu_new",
+            "layer_norm_epsilon": 1e-5, "initializer_range": 0.02, "resid_pdrop": 0.1, "embd_pdrop": 0.1,
+            "attn_pdrop": 0.1, "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
+            "reorder_and_upcast_attn": False, "add_cross_attention": False, "tie_word_embeddings": True,
+            "use_cache": True, "bos_token_id": eot, "eos_token_id": eot, "pad_token_id": None,
+            "summary_type": "cls_index", "summary_use_proj": True, "summary_activation": None,
+            "summary_proj_to_labels": True, "summary_first_dropout": 0.1, "dtype": str(self.dtype),
+        }
+        write_safetensors(path, tensors, metadata={"format": "pt"})
+        with atomic_write(path.parent / "config.json", "w") as f:
+            f.write(json.dumps(hf_config, indent=2) + "\n")
+        return path
+
     @classmethod
     def from_pretrained(cls, size: str = "124M", **kwargs) -> "GPT2":
         """OpenAI's weights for ``size``: downloaded, verified and converted once, then loaded from the cache."""
         from .hub import pretrained_npz
 
         return cls.load(pretrained_npz(size, **kwargs))
-    # ---- end of DOORS ----
-
-def _map_paths(fn, shapes, path):
-    """Build a subtree of arrays ``fn(path, shape)`` from a subtree of shapes."""
-    if isinstance(shapes, dict):
-        return {k: _map_paths(fn, v, f"{path}.{k}") for k, v in shapes.items()}
-    return fn(path, shapes)

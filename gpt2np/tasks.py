@@ -10,7 +10,7 @@ Learners", section 3): the task is stated only by the shape of the prompt.
 
 Each task is two pure functions, a prompt builder (``summary_prompt``, ``translation_prompt``,
 ``qa_prompt``) and an output cutter (``first_sentences``, ``first_line``), around one call of
-``gpt2np.sampling.generate``.  The example pairs are replaceable: pass a list of pairs or
+``gpt2np.generation.generate_text``.  The example pairs are replaceable: pass a list of pairs or
 load them from a file with ``load_pairs``.
 """
 
@@ -21,7 +21,7 @@ import pathlib
 
 import regex
 
-from .sampling import generate
+from .generation import generate_text
 
 # A few pairs written for this package (the paper does not publish its exact examples).
 TRANSLATION_EXAMPLES: list[tuple[str, str]] = [
@@ -162,16 +162,16 @@ def summarize(model, tokenizer, article: str, max_new_tokens: int = 100, top_k: 
               temperature: float = 1.0, sentences: int = 3, seed=None) -> str:
     """Summarize ``article``: ``article + "\\nTL;DR:"``, top-k sampling with k = 2 for 100
     tokens, and the first 3 generated sentences (the paper's settings)."""
-    text = generate(model, tokenizer, summary_prompt(article), max_new_tokens=max_new_tokens,
-                    temperature=temperature, top_k=top_k, seed=seed)
+    text = generate_text(model, tokenizer, summary_prompt(article), max_new_tokens=max_new_tokens,
+                         temperature=temperature, top_k=top_k, seed=seed)
     return first_sentences(text, sentences)
 
 
 def translate(model, tokenizer, sentence: str, examples=None, max_new_tokens: int = 64) -> str:
     """Translate ``sentence`` as the example pairs do (default: English to French): greedy,
     up to the first newline."""
-    text = generate(model, tokenizer, translation_prompt(sentence, examples),
-                    max_new_tokens=max_new_tokens, stop="\n")
+    text = generate_text(model, tokenizer, translation_prompt(sentence, examples),
+                         max_new_tokens=max_new_tokens, stop="\n")
     return first_line(text)
 
 
@@ -179,11 +179,15 @@ def answer(model, tokenizer, question: str, document: str | None = None, example
            max_new_tokens: int = 32) -> str:
     """Answer ``question`` (about ``document`` if given) in the short style of the example
     pairs: greedy, up to the first newline."""
-    text = generate(model, tokenizer, qa_prompt(question, document, examples),
-                    max_new_tokens=max_new_tokens, stop="\n")
+    text = generate_text(model, tokenizer, qa_prompt(question, document, examples),
+                         max_new_tokens=max_new_tokens, stop="\n")
     return first_line(text)
 
 
-def continue_text(model, tokenizer, prompt: str, max_new_tokens: int = 50, **settings) -> str:
-    """Plain generation: the continuation of ``prompt`` (settings as in ``gpt2np.generate``)."""
-    return generate(model, tokenizer, prompt, max_new_tokens=max_new_tokens, **settings)
+def continue_text(model, tokenizer, prompt: str, max_new_tokens: int | None = None, **options) -> str:
+    """Plain generation: the continuation of ``prompt``.  ``max_new_tokens`` (None: the
+    settings', 50 by default) and ``options`` (e.g. ``temperature``, or ``settings``, a
+    ``GenerationSettings``) as in ``gpt2np.generate_text``."""
+    if max_new_tokens is not None:
+        options["max_new_tokens"] = max_new_tokens
+    return generate_text(model, tokenizer, prompt, **options)

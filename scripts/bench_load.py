@@ -3,7 +3,7 @@
     python scripts/bench_load.py [--dir /tmp/gpt2np-bench] [--size 124M]
 
 Writes, once, a random 124M model as OpenAI's TF checkpoint layout (with the test-only bundle
-writer of tests/test_formats_tfwriter.py, proven byte-exact against TensorFlow) and as the
+writer of tests/helpers.py, proven byte-exact against TensorFlow) and as the
 converted .npz, then times each load in a fresh subprocess and reports its peak RSS
 (VmHWM) against the weights' size:
 
@@ -73,7 +73,7 @@ if what in ("tf", "npz", "npz_noverify", "npz_generate"):
     total = sum(float(a.reshape(-1)[:: 4096].sum()) for a in flatten(model.params).values())
 if what == "npz_generate":
     t = time.perf_counter()
-    out = model.generate(np.array([464, 2068, 7586, 21831]), max_new_tokens=8)
+    out = model.generate_ids(np.array([464, 2068, 7586, 21831]), max_new_tokens=8)
     gen_seconds = time.perf_counter() - t
 else:
     gen_seconds = None
@@ -86,7 +86,7 @@ print(json.dumps({"what": what, "seconds": seconds, "generate_seconds": gen_seco
 
 def make_checkpoint(folder: pathlib.Path, size: str) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
-    from test_formats_tfwriter import write_bundle  # noqa: E402
+    from helpers import write_bundle  # noqa: E402
 
     from gpt2np import GPT2, Config
     from gpt2np.formats import flatten

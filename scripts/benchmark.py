@@ -85,10 +85,10 @@ class Ours:
         except ImportError:
             pass
         self.model = GPT2.load(npz)
-        self.model.generate(prompt_ids(PROMPT_LEN), 4, stop_ids=())  # warm up: touch every page
+        self.model.generate_ids(prompt_ids(PROMPT_LEN), 4, stop_ids=())  # warm up: touch every page
 
     def decode(self, n_new):
-        out = self.model.generate(prompt_ids(PROMPT_LEN), n_new, stop_ids=())
+        out = self.model.generate_ids(prompt_ids(PROMPT_LEN), n_new, stop_ids=())
         assert len(out) == n_new
         return out
 
@@ -384,7 +384,7 @@ model = GPT2.load(sys.argv[1])
 n_new = int(sys.argv[2])
 ids = (np.arange(16) * 997 + 464) % 50257
 t = time.perf_counter()
-out = model.generate(ids, n_new, stop_ids=())
+out = model.generate_ids(ids, n_new, stop_ids=())
 seconds = time.perf_counter() - t
 peak = hwm()
 weights = sum(a.nbytes for a in flatten(model.params).values())

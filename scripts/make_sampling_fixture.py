@@ -14,8 +14,8 @@ Writes, under tests/fixtures/:
   so that a float32 running sum of the sorted probabilities would move some top-p cut;
   stored as the kept-token masks (np.packbits) of each setting.
 - sampling_tiny_model.npz + sampling_tiny_model.json
-  a tiny random GPT2LMHeadModel (float64) mapped onto gpt2np's params tree (formats.md
-  section 4.3: no transposes), transformers' greedy generate() on a few prompts (each prompt
+  a tiny random GPT2LMHeadModel (float64) mapped onto gpt2np's params tree (docs/formats.md
+  §5: no transposes), transformers' greedy generate() on a few prompts (each prompt
   alone, no padding), and the sliding-window perplexity of a random token sequence as the
   transformers perplexity guide's loop computes it, and the true per-token mean of the same
   window losses.

@@ -1,16 +1,23 @@
 """The ``gpt2np`` command as a whole: every argument error of every subcommand is one line."""
 
+import os
+import pathlib
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 import gpt2np
-from gpt2np.cli import build_parser, main
+from gpt2np import GPT2, Config
+from gpt2np.cli import build_parser, load_model_arg, main
+
+from helpers import SIZE_NAMES
 
 # each subcommand with arguments that parse (nothing runs: the stray option stops it first)
 VALID = {"tokenize": ["hi"], "download": ["124M"], "convert": ["src", "-o", "out.npz"], "info": ["124M"],
-         "generate": ["hi"], "summarize": ["a.txt"], "translate": ["hi"], "answer": ["hi"], "score": ["a.txt"]}
+         "generate": ["hi"], "summarize": ["a.txt"], "translate": ["hi"], "answer": ["hi"], "score": ["a.txt"],
+         "train": ["a.txt", "--out", "m.npz"]}
 SUBCOMMANDS = list(VALID)
 
 
@@ -103,3 +110,36 @@ def test_python_dash_m_help_and_error():
     bad = subprocess.run([sys.executable, "-m", "gpt2np", "generate", "--top-k", "x"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def small_gpt2_npz(tmp_path_factory):
+    """A 1-layer model with GPT-2's vocabulary as an .npz: stands in for a size in the cache."""
+    path = tmp_path_factory.mktemp("small") / "m.npz"
+    GPT2.random(Config(n_vocab=50257, n_ctx=16, n_embd=8, n_head=2, n_layer=1), seed=0).save(path)
+    return path
+
+
+@pytest.mark.parametrize("name, size", SIZE_NAMES.items())
+def test_every_size_name_and_alias_works_in_any_letter_case(name, size, small_gpt2_npz, capsys, monkeypatch):
+    home = pathlib.Path(os.environ["GPT2NP_HOME"])  # a fresh folder for each test (conftest.py)
+    shutil.copyfile(small_gpt2_npz, home / f"gpt2-{size}.npz")  # as if `gpt2np download` had run
+    monkeypatch.setenv("GPT2NP_OFFLINE", "1")  # the name of another size would look for it and fail
+    spelling = name.swapcase()  # 124m, GPT2-MEDIUM, 1.5b, XL, ...
+    code = main(["generate", "Hello", "--model", spelling, "--max-new-tokens", "2", "--no-stream"])
+    out, err = capsys.readouterr()
+    assert code == 0 and err == "" and out.endswith("\n"), err
+    code = main(["info", f" {spelling} "])
+    out, err = capsys.readouterr()
+    assert code == 0 and out.splitlines()[0].endswith(f": cached {size} ({home / f'gpt2-{size}.npz'})"), err
+    code = main(["download", spelling.lower(), "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 0 and out == f"{home / f'gpt2-{size}.npz'}\n", err
+    assert load_model_arg(spelling.upper()).config.n_vocab == 50257
+
+
+def test_an_unknown_model_names_the_sizes_and_aliases(capsys):
+    code = main(["generate", "Hello", "--model", "gpt3"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    assert "gpt3: no such file or folder, and not a known size (124M, 355M, 774M, 1558M) or alias (117M, gpt2," in err

@@ -4,11 +4,13 @@ import io
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from gpt2np import GPT2, Config, Tokenizer, tasks
 from gpt2np.cli import main
-from gpt2np.sampling import generate, perplexity
+from gpt2np.generation import generate_text
+from gpt2np.scoring import perplexity
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +37,13 @@ def test_generate_streams_the_text(capsys, tiny, tok):
     model, path = tiny
     code, out, err = run(capsys, "generate", "Hello world", "--model", path, "--max-new-tokens", "12")
     assert code == 0 and err == ""
-    assert out == generate(model, tok, "Hello world", max_new_tokens=12) + "\n"
+    assert out == generate_text(model, tok, "Hello world", max_new_tokens=12) + "\n"
 
 
 def test_generate_sampling_flags_no_stream_echo_and_stop(capsys, tiny, tok):
     model, path = tiny
     kw = dict(max_new_tokens=15, temperature=0.9, top_k=50, top_p=0.9, repetition_penalty=1.3, seed=4)
-    want = generate(model, tok, "Once", **kw)
+    want = generate_text(model, tok, "Once", **kw)
     code, out, _ = run(capsys, "generate", "Once", "--model", path, "--max-new-tokens", "15", "--temperature",
                        "0.9", "--top-k", "50", "--top-p", "0.9", "--repetition-penalty", "1.3", "--seed", "4",
                        "--no-stream", "--echo")
@@ -59,7 +61,7 @@ def test_generate_reads_the_prompt_from_stdin(capsys, monkeypatch, tiny, tok, ar
     monkeypatch.setattr(sys, "stdin", io.StringIO("A prompt from a pipe"))
     argv = ["generate"] + ([arg] if arg else []) + ["--model", path, "--max-new-tokens", "5"]
     code, out, _ = run(capsys, *argv)
-    assert code == 0 and out == generate(model, tok, "A prompt from a pipe", max_new_tokens=5) + "\n"
+    assert code == 0 and out == generate_text(model, tok, "A prompt from a pipe", max_new_tokens=5) + "\n"
 
 
 def test_summarize(capsys, tmp_path, tiny, tok):
@@ -143,6 +145,70 @@ def test_user_errors_give_one_line(capsys, tmp_path, tiny):
         assert code == 1, argv
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
         assert words is None or words in err, err
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory, tiny):
+    """The tiny model with NaN embeddings (every logit NaN), saved as .npz."""
+    model, _ = tiny
+    bad = GPT2(model.config, {**model.params, "wte": np.full_like(model.params["wte"], np.nan)})
+    path = tmp_path_factory.mktemp("broken") / "nan.npz"
+    bad.save(path)
+    return str(path)
+
+
+class PlusInf:
+    """A model whose logits are finite except +inf at token 0 ("!") from call ``call`` on."""
+
+    def __init__(self, model, call=0):
+        self.model, self.call, self.calls = model, call, 0
+        self.config, self.new_cache = model.config, model.new_cache
+
+    def __call__(self, ids, **kw):
+        logits = self.model(ids, **kw)
+        if self.calls >= self.call:
+            logits[..., 0] = np.inf
+        self.calls += 1
+        return logits
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-stream"], ["--temperature", "1", "--seed", "0"]])
+def test_non_finite_logits_give_one_line_and_exit_1(capsys, monkeypatch, tiny, broken, flags):
+    """Issue 15: +inf logits passed the NaN check (greedy printed "!!!!!", sampling stopped at
+    <|endoftext|>) and score printed nan, all with exit status 0."""
+    model, path = tiny
+    code, out, err = run(capsys, "generate", "Hello", "--model", broken, "--max-new-tokens", "5", *flags)
+    assert code == 1 and out == "" and err.count("\n") == 1, (out, err)
+    assert "NaN logits at step 0" in err and "Traceback" not in err
+    monkeypatch.setattr("gpt2np.cli.load_model_arg", lambda spec, base_url=None: PlusInf(model))
+    code, out, err = run(capsys, "generate", "Hello", "--model", path, "--max-new-tokens", "5", *flags)
+    assert code == 1 and "!" not in out and err.count("\n") == 1, (out, err)
+    assert err.startswith("gpt2np generate: error: the model returned +inf logits at step 0")
+    # after a few streamed tokens: the text so far, its line ended, then the error on stderr
+    monkeypatch.setattr("gpt2np.cli.load_model_arg", lambda spec, base_url=None: PlusInf(model, call=3))
+    code, out, err = run(capsys, "generate", "Hello", "--model", path, "--max-new-tokens", "8", *flags)
+    assert code == 1 and "+inf logits at step 3" in err and err.count("\n") == 1
+    if "--no-stream" in flags:
+        assert out == ""
+    else:
+        want = generate_text(model, Tokenizer.gpt2(), "Hello", max_new_tokens=3,
+                             **({"temperature": 1.0, "seed": 0} if "--seed" in flags else {}))
+        assert out == want + "\n"
+
+
+def test_score_of_non_finite_logits_gives_one_line_and_exit_1(capsys, tmp_path, broken):
+    text = tmp_path / "text.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog.", encoding="utf-8")
+    code, out, err = run(capsys, "score", str(text), "--model", broken)
+    assert code == 1 and out == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("gpt2np score: error: the model returned NaN logits in window 0")
+
+
+def test_repetition_penalty_that_rounds_to_zero_gives_one_line_and_exit_1(capsys, tiny):
+    _, path = tiny
+    code, out, err = run(capsys, "generate", "Hello", "--model", path, "--repetition-penalty", "1e-50")
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert "repetition_penalty 1e-50 rounds to 0.0 in float32" in err
 
 
 def test_python_dash_m(tiny, tmp_path):

@@ -28,12 +28,9 @@ crc_mod = importlib.import_module("gpt2np.formats.crc32c")  # the package re-exp
 from gpt2np.formats.names import expected_shapes, flat_to_tf, from_tf_names, hf_to_flat, tf_to_flat
 from gpt2np.formats.protobuf import read_varint
 
-from test_formats_tfwriter import header_proto, write_bundle
+from helpers import FIXTURES as FIX, TF_TINY as TF, TINY_HP, header_proto, write_bundle
 
-FIX = pathlib.Path(__file__).parent / "fixtures"
-TF = FIX / "tf_tiny"
 ST = FIX / "st_tiny"
-TINY_HP = {"n_vocab": 20, "n_ctx": 8, "n_embd": 8, "n_head": 2, "n_layer": 2}
 
 
 def assert_same(got, want, name=""):
@@ -320,6 +317,24 @@ def test_bad_hparams_json(tmp_path):
     (folder / "hparams.json").unlink()
     with pytest.raises(WeightsError, match="hparams.json: file not found"):
         read_tf_checkpoint(folder)
+
+
+def test_hparams_json_with_other_keys_refused(tmp_path):
+    folder = tf_copy(tmp_path)
+    (folder / "hparams.json").write_text(json.dumps({**TINY_HP, "n_positions": 8}))
+    with pytest.raises(WeightsError, match=r"hparams\.json: unexpected keys n_positions \(expected only the keys "
+                                           r"n_vocab, n_ctx, n_embd, n_head, n_layer\)$"):
+        read_tf_checkpoint(folder)
+
+
+def test_safetensors_without_blocks_is_a_weights_error(tmp_path):
+    """The inferred n_layer = 0 is checked like any hparams: a WeightsError, not another exception."""
+    d = np.zeros(64, np.float32)
+    write_safetensors(tmp_path / "none.safetensors", {"wte.weight": np.zeros((5, 64), np.float32),
+                                                      "wpe.weight": np.zeros((4, 64), np.float32),
+                                                      "ln_f.weight": d, "ln_f.bias": d})
+    with pytest.raises(WeightsError, match=r"none\.safetensors: n_layer must be a positive integer, found 0$"):
+        read_safetensors_model(tmp_path / "none.safetensors")
 
 
 def test_not_a_checkpoint_folder(tmp_path):

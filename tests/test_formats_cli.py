@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import pathlib
 import shutil
 
 import numpy as np
@@ -14,9 +13,7 @@ from gpt2np import GPT2
 from gpt2np.cli import load_model_arg, main
 from gpt2np.formats import flatten, load_npz
 
-from test_hub import HP, Server, check_npz, tiny, tiny_files  # noqa: F401  (fixtures)
-
-FIX = pathlib.Path(__file__).parent / "fixtures"
+from helpers import FIXTURES as FIX, TINY_HP, Server, check_npz, tiny, tiny_files  # noqa: F401  (tiny: a fixture)
 
 
 def run(capsys, *argv):
@@ -44,9 +41,9 @@ def test_convert_safetensors_with_and_without_hparams(tmp_path, capsys):
     src = str(FIX / "st_tiny" / "gpt2_prefixed.safetensors")
     code, _, err = run(capsys, "convert", src, "-o", str(tmp_path / "b.npz"))
     assert code == 1 and "n_head cannot be inferred" in err and len(err.strip().splitlines()) == 1
-    (tmp_path / "hp.json").write_text(json.dumps(HP))
+    (tmp_path / "hp.json").write_text(json.dumps(TINY_HP))
     code, _, _ = run(capsys, "convert", src, "-o", str(tmp_path / "b.npz"), "--hparams", str(tmp_path / "hp.json"))
-    assert code == 0 and load_npz(tmp_path / "b.npz")[0] == HP
+    assert code == 0 and load_npz(tmp_path / "b.npz")[0] == TINY_HP
 
 
 def test_convert_corrupt_checkpoint_one_line(tmp_path, capsys):

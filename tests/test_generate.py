@@ -1,5 +1,6 @@
 """The generation loop: transformers' greedy output, ragged batches, seeds, stop ids, n_ctx, scoring."""
 
+import dataclasses
 import json
 import math
 import pathlib
@@ -8,24 +9,13 @@ import numpy as np
 import pytest
 
 from gpt2np import GPT2, Config
-from gpt2np.sampling import generate_ids, iter_ids, next_token_probs, perplexity, sliding_windows
+from gpt2np.generation import GenerationSettings, generate_ids, iter_ids
+from gpt2np.sampling import next_token_probs
+from gpt2np.scoring import perplexity, sliding_windows
+
+from helpers import tree_from_flat
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
-
-
-def tree_from_flat(arrays: dict, prefix: str = "params/") -> dict:
-    """{'params/blocks/0/ln_1/g': a, ...} -> the nested params tree (blocks as a list)."""
-    tree: dict = {}
-    for key, value in arrays.items():
-        if not key.startswith(prefix):
-            continue
-        parts = key[len(prefix):].split("/")
-        node = tree
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    tree["blocks"] = [tree["blocks"][str(i)] for i in range(len(tree["blocks"]))]
-    return tree
 
 
 @pytest.fixture(scope="module")
@@ -201,12 +191,39 @@ def test_perplexity_arguments(small):
         perplexity(small, [1, 2, 3], max_length=33)
 
 
-def test_model_generate_is_a_door_into_generate_ids(tiny, small):
+def test_model_generate_ids_wraps_generate_ids(tiny, small):
     model, prompts, greedy, _, _ = tiny
-    assert model.generate(prompts, 20, stop_ids=()) == greedy
-    assert model.generate(prompts[0], 20, stop_ids=()) == greedy[0]
+    assert model.generate_ids(prompts, 20, stop_ids=()) == greedy
+    assert model.generate_ids(prompts[0], 20, stop_ids=()) == greedy[0]
     kw = dict(temperature=0.9, top_p=0.9, seed=3, stop_ids=())
-    assert small.generate([1, 2], 8, **kw) == generate_ids(small, [1, 2], 8, **kw)
+    assert small.generate_ids([1, 2], 8, **kw) == generate_ids(small, [1, 2], 8, **kw)
+    settings = GenerationSettings(max_new_tokens=8, **kw)
+    assert small.generate_ids([1, 2], settings=settings) == generate_ids(small, [1, 2], 8, **kw)
+    assert small.generate_ids([1, 2], 3, settings=settings) == generate_ids(small, [1, 2], 8, **kw)[:3]
+
+
+def test_model_generate_old_name_warns_and_still_works(tiny, small):
+    model, prompts, greedy, _, _ = tiny
+    with pytest.warns(DeprecationWarning, match=r"use GPT2\.generate_ids") as record:
+        assert model.generate(prompts, 20, stop_ids=()) == greedy
+    assert record[0].filename == __file__  # the warning points at the caller
+    # the old positional signature, and stop_ids=None meaning <|endoftext|>
+    with pytest.warns(DeprecationWarning, match="generate_ids"):
+        old = small.generate([1, 2], 8, 0.9, None, 0.9, None, 3)
+    assert old == small.generate_ids([1, 2], 8, temperature=0.9, top_p=0.9, seed=3)
+    assert old == small.generate_ids([1, 2], 8, 0.9, None, 0.9, None, 3)  # a pure rename
+
+
+def test_old_module_paths_warn_and_still_work(small):
+    from gpt2np import generation, sampling, scoring
+
+    for name, module in [("generate_ids", generation), ("iter_ids", generation), ("check_fits", generation),
+                         ("EOT", generation), ("perplexity", scoring), ("Perplexity", scoring),
+                         ("sliding_windows", scoring)]:
+        with pytest.warns(DeprecationWarning, match=rf"moved to gpt2np\.{module.__name__[7:]}\.{name}"):
+            assert getattr(sampling, name) is getattr(module, name)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        sampling.no_such_name
 
 
 def test_finished_rows_leave_the_batch(tiny):
@@ -280,3 +297,137 @@ def test_nan_logits_are_reported(small):
     broken = GPT2(small.config, {**small.params, "wte": np.full_like(small.params["wte"], np.nan)})
     with pytest.raises(ValueError, match="NaN logits at step 0"):
         generate_ids(broken, [1, 2], 3)
+
+
+# --- the settings object ---------------------------------------------------------------
+
+
+def test_settings_defaults_and_normalised_fields():
+    s = GenerationSettings()
+    assert (s.max_new_tokens, s.temperature, s.top_k, s.top_p, s.repetition_penalty, s.seed, s.stop_ids) == (
+        50, 0.0, None, None, None, None, (50256,))
+    s = GenerationSettings(max_new_tokens=np.int64(3), temperature=1, top_k=np.int32(5), top_p=1,
+                           repetition_penalty=2, seed=[1, 2], stop_ids=[7, np.int64(8)])
+    assert s.seed == (1, 2) and s.stop_ids == (7, 8) and s.max_new_tokens == 3
+    typed = [(s.max_new_tokens, int), (s.temperature, float), (s.top_k, int), (s.top_p, float),
+             (s.repetition_penalty, float)] + [(i, int) for i in s.stop_ids]
+    assert all(type(v) is t for v, t in typed)
+    assert GenerationSettings(stop_ids=None).stop_ids == () and GenerationSettings(stop_ids=9).stop_ids == (9,)
+    assert hash(s) == hash(dataclasses.replace(s))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.temperature = 2.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"max_new_tokens": -1}, "max_new_tokens must be an integer >= 0"),
+        ({"max_new_tokens": 2.0}, "max_new_tokens"),
+        ({"temperature": -0.5}, "temperature"),
+        ({"temperature": None}, "temperature"),
+        ({"top_k": 0}, "top_k"),
+        ({"top_p": 0}, "top_p"),
+        ({"repetition_penalty": 0}, "repetition_penalty"),
+        ({"seed": -1}, "seed"),
+        ({"seed": [1, "x"]}, "seed"),
+        ({"stop_ids": [1, -2]}, "stop_ids"),
+        ({"stop_ids": "\n"}, "stop_ids"),
+        ({"stop_ids": [True]}, "stop_ids"),
+    ],
+)
+def test_settings_check_their_fields(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        GenerationSettings(**kwargs)
+    with pytest.raises(ValueError, match=words):  # dataclasses.replace checks again
+        dataclasses.replace(GenerationSettings(), **kwargs)
+
+
+def test_settings_object_equals_the_keywords(small):
+    kw = dict(max_new_tokens=10, temperature=1.2, top_k=30, top_p=0.9, repetition_penalty=1.3, seed=5, stop_ids=())
+    want = generate_ids(small, [[1, 2], [3]], **kw)
+    settings = GenerationSettings(**kw)
+    assert generate_ids(small, [[1, 2], [3]], settings=settings) == want
+    steps = list(iter_ids(small, [[1, 2], [3]], settings=settings))
+    assert [[t for t in row if t is not None] for row in zip(*steps)] == want
+    # the keywords given override their fields only (max_new_tokens also positionally)
+    assert generate_ids(small, [[1, 2], [3]], 4, settings=settings) == [row[:4] for row in want]
+    other = generate_ids(small, [[1, 2], [3]], **{**kw, "seed": 6})
+    assert other != want and generate_ids(small, [[1, 2], [3]], seed=6, settings=settings) == other
+    assert settings.seed == 5  # the object itself is not changed
+    with pytest.raises(ValueError, match="settings must be a GenerationSettings"):
+        generate_ids(small, [1], settings=kw)
+    with pytest.raises(ValueError, match="max_new_tokens"):  # an override is checked too
+        generate_ids(small, [1], max_new_tokens=-1, settings=settings)
+
+
+def test_max_new_tokens_defaults_to_50(small):
+    with pytest.raises(ValueError, match=r"max_new_tokens \(50\)"):
+        generate_ids(small, [1])
+    assert len(generate_ids(small, [1], settings=GenerationSettings(max_new_tokens=5, stop_ids=()))) == 5
+
+
+# --- issue 15: numbers that overflow, logits that are not finite -----------------------
+
+
+def test_repetition_penalty_that_rounds_to_zero_is_refused_before_any_work(small):
+    """1e-50 is 0 in float32: a positive penalised logit became z / 0 = +inf, which greedy picked."""
+    assert small.dtype == np.float32
+    with pytest.raises(ValueError, match=r"repetition_penalty 1e-50 rounds to 0\.0 in float32"):
+        iter_ids(small, [1, 2], 3, repetition_penalty=1e-50)  # eagerly, before the first step
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        generate_ids(small, [[1, 2], [3]], 3, temperature=1.0, seed=0, repetition_penalty=1e-50)
+    assert len(generate_ids(small, [1, 2], 3, repetition_penalty=1e-3, stop_ids=())) == 3  # small is fine
+    # float64 holds 1e-50: the same penalty is fine there
+    assert len(generate_ids(small.astype(np.float64), [1, 2], 3, repetition_penalty=1e-50, stop_ids=())) == 3
+
+
+class Inject:
+    """The model ``small``, with ``value`` written into the logits of ``row`` at ``token`` on call ``call``."""
+
+    def __init__(self, model, value, call=0, row=0, token=5):
+        self.model, self.value, self.call, self.row, self.token = model, value, call, row, token
+        self.config, self.new_cache, self.calls = model.config, model.new_cache, 0
+
+    def __call__(self, ids, **kw):
+        logits = self.model(ids, **kw)
+        if self.calls == self.call:
+            logits[self.row, self.token] = self.value
+        self.calls += 1
+        return logits
+
+
+@pytest.mark.parametrize("value, kind", [(np.inf, r"\+inf"), (-np.inf, "-inf"), (np.nan, "NaN")])
+@pytest.mark.parametrize("sampled", [False, True])
+def test_non_finite_logits_are_an_error_naming_the_step(small, value, kind, sampled):
+    """+inf logits used to pass the NaN check: greedy picked the inf token every step and
+    sampling drew the last id (<|endoftext|> for GPT-2) from NaN probabilities."""
+    kw = dict(temperature=1.0, seed=0) if sampled else {}
+    with pytest.raises(ValueError, match=rf"{kind} logits at step 0, e\.g\. for token 5"):
+        generate_ids(Inject(small, value), [1, 2], 4, stop_ids=(), **kw)
+    # a later step, in a batch: the error names the step and the prompt
+    with pytest.raises(ValueError, match=rf"{kind} logits at step 2 \(prompt 1\)"):
+        generate_ids(Inject(small, value, call=2, row=1), [[1, 2], [3]], 4, stop_ids=(), **kw)
+    steps = iter_ids(Inject(small, value, call=2), [1, 2], 4, stop_ids=(), **kw)
+    assert len([next(steps), next(steps)]) == 2  # the first two steps are fine
+    with pytest.raises(ValueError, match=rf"{kind} logits at step 2"):
+        next(steps)
+
+
+def test_perplexity_of_non_finite_logits_is_an_error_naming_the_window(small):
+    """A broken model used to score nan (or inf) without complaint."""
+    ids = np.arange(20) % 64
+    broken = GPT2(small.config, {**small.params, "wte": np.full_like(small.params["wte"], np.nan)})
+    with pytest.raises(ValueError, match=r"NaN logits in window 0 \(tokens 0 to 8\)"):
+        perplexity(broken, ids, max_length=8, stride=4)
+
+    class LaterInf(Inject):
+        def __call__(self, ids, **kw):  # the forward pass of a window: logits [W-1, V]
+            logits = self.model(ids, **kw)
+            if self.calls == self.call:
+                logits[self.row, self.token] = self.value
+            self.calls += 1
+            return logits
+
+    with pytest.raises(ValueError, match=r"\+inf logits in window 2 \(tokens 8 to 16\)"):
+        perplexity(LaterInf(small, np.inf, call=2), ids, max_length=8, stride=4)
+    assert math.isfinite(perplexity(small, ids, max_length=8, stride=4).ppl)

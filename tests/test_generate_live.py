@@ -11,33 +11,10 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from gpt2np import GPT2, Config  # noqa: E402
-from gpt2np.sampling import generate_ids, next_token_probs  # noqa: E402
+from gpt2np.generation import generate_ids  # noqa: E402
+from gpt2np.sampling import next_token_probs  # noqa: E402
 
-
-def to_gpt2np(model) -> GPT2:
-    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    c = model.config
-
-    def lin(prefix):
-        return {"w": sd[prefix + ".weight"], "b": sd[prefix + ".bias"]}
-
-    def ln(prefix):
-        return {"g": sd[prefix + ".weight"], "b": sd[prefix + ".bias"]}
-
-    blocks = []
-    for i in range(c.n_layer):
-        h = f"transformer.h.{i}"
-        blocks.append({
-            "ln_1": ln(h + ".ln_1"), "ln_2": ln(h + ".ln_2"),
-            "attn": {"c_attn": lin(h + ".attn.c_attn"), "c_proj": lin(h + ".attn.c_proj")},
-            "mlp": {"c_fc": lin(h + ".mlp.c_fc"), "c_proj": lin(h + ".mlp.c_proj")},
-        })
-    params = {"wte": sd["transformer.wte.weight"], "wpe": sd["transformer.wpe.weight"], "blocks": blocks,
-              "ln_f": ln("transformer.ln_f")}
-    config = Config(n_vocab=c.vocab_size, n_ctx=c.n_positions, n_embd=c.n_embd, n_head=c.n_head, n_layer=c.n_layer)
-    return GPT2(config, params)
-
+from helpers import model_from_transformers as to_gpt2np  # noqa: E402
 
 SEED = int(np.random.SeedSequence().entropy % (1 << 31))  # fresh each run, reported on failure
 

@@ -8,86 +8,16 @@ part-way, ignore Range, return errors or lie about a file's size.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import pathlib
-import threading
 
 import numpy as np
 import pytest
 
 from gpt2np import hub
+from gpt2np.config import PRESETS
 from gpt2np.formats import WeightsError, flatten, load_npz
-from gpt2np.formats.names import flat_to_tf
 
-FIX = pathlib.Path(__file__).parent / "fixtures" / "tf_tiny"
-DATA = "model.ckpt.data-00000-of-00001"
-VOCAB = b"#version: 0.2\nh e\n"  # stands in for a tokenizer file checked by sha256
-HP = {"n_vocab": 20, "n_ctx": 8, "n_embd": 8, "n_head": 2, "n_layer": 2}
-
-
-def tiny_files() -> dict[str, bytes]:
-    files = {p.name: p.read_bytes() for p in (FIX / "gpt2").iterdir()}
-    files["vocab.bpe"] = VOCAB
-    return files
-
-
-class Server:
-    """Serves ``files`` at /<size>/<name>; behaviour switches are plain attributes."""
-
-    def __init__(self, files: dict, size: str = "tiny"):
-        self.files = {f"/{size}/{k}": v for k, v in files.items()}
-        self.requests: list[tuple[str, str | None]] = []
-        self.drop_after: dict[str, int] = {}  # path -> bytes sent before closing (once)
-        self.ignore_range = False
-        self.status: dict[str, list[int]] = {}  # path -> statuses to return first
-        self.lie_length: dict[str, int] = {}  # path -> Content-Length to claim
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                rng = self.headers.get("Range")
-                server.requests.append((self.path, rng))
-                if self.path in server.status and server.status[self.path]:
-                    self.send_error(server.status[self.path].pop(0))
-                    return
-                body = server.files.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                start = 0
-                if rng and not server.ignore_range:
-                    start = int(rng.split("=")[1].split("-")[0])
-                    if start >= len(body):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(body)}")
-                        self.end_headers()
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                part = body[start:]
-                self.send_header("Content-Length", str(server.lie_length.get(self.path, len(part))))
-                self.end_headers()
-                cut = server.drop_after.pop(self.path, None)
-                if cut is not None:
-                    self.wfile.write(part[:cut])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(part)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+from helpers import DATA, SIZE_NAMES, TINY_HP, VOCAB, Server, check_npz, spellings, tiny, tiny_files  # noqa: F401  (tiny: a fixture)
 
 
 @pytest.fixture
@@ -97,30 +27,8 @@ def server():
     s.close()
 
 
-@pytest.fixture
-def tiny(monkeypatch, tmp_path):
-    """Register the fake size "tiny" with exact sizes and a sha256 for vocab.bpe; isolate the env."""
-    files = tiny_files()
-    spec = hub.ModelSpec("tiny", HP, {k: len(v) for k, v in files.items()},
-                         sha256={"vocab.bpe": hashlib.sha256(VOCAB).hexdigest()})
-    monkeypatch.setitem(hub.MODELS, "tiny", spec)
-    for var in ("GPT2NP_HOME", "GPT2NP_BASE_URL", "GPT2NP_OFFLINE", "XDG_CACHE_HOME"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(hub.time, "sleep", lambda s: None)  # no real backoff waits in tests
-    return spec
-
-
 def fetch(server, tmp_path, **kw):
     return hub.pretrained_npz("tiny", base_url=server.url, cache_dir=tmp_path / "cache", progress=False, **kw)
-
-
-def check_npz(path):
-    hp, params = load_npz(path)
-    assert hp == HP
-    want = np.load(FIX / "gpt2_expected.npz")
-    for name, arr in flatten(params).items():
-        tf = want[flat_to_tf(name)]
-        np.testing.assert_array_equal(arr, tf[0] if name.endswith(".w") else tf, err_msg=name)
 
 
 def no_leftovers(folder: pathlib.Path):
@@ -226,7 +134,7 @@ def test_corrupt_tensor_names_the_tensor_and_is_deleted(server, tiny, tmp_path):
 
 
 def test_wrong_hparams_for_the_size(server, tiny, monkeypatch, tmp_path):
-    monkeypatch.setitem(hub.MODELS, "tiny", hub.ModelSpec("tiny", {**HP, "n_head": 4}, tiny.files, sha256=tiny.sha256))
+    monkeypatch.setitem(hub.MODELS, "tiny", hub.ModelSpec("tiny", {**TINY_HP, "n_head": 4}, tiny.files, sha256=tiny.sha256))
     with pytest.raises(WeightsError, match="expected .* for tiny"):
         fetch(server, tmp_path)
 
@@ -286,6 +194,21 @@ def test_unknown_size_lists_known_ones():
         hub.get_spec("124k")
 
 
+@pytest.mark.parametrize("name, size", SIZE_NAMES.items())
+def test_every_size_name_and_alias_in_any_letter_case(name, size, tmp_path):
+    for spelling in spellings(name):
+        assert hub.get_spec(spelling) is hub.MODELS[size], spelling
+        assert hub.npz_path(spelling, tmp_path) == tmp_path / f"gpt2-{size}.npz", spelling
+
+
+def test_registry_is_keyed_by_the_config_sizes():
+    assert list(hub.MODELS) == list(PRESETS)
+    for size, spec in hub.MODELS.items():
+        assert spec.size == size and spec.hparams == PRESETS[size].to_dict()
+    with pytest.raises(hub.DownloadError, match=r"or an alias \(124M: 117M, gpt2, small; .*1558M: 1\.5B"):
+        hub.get_spec("gpt3")
+
+
 def test_network_unreachable_says_what_to_do(tiny, tmp_path):
     import socket
     s = socket.socket()
@@ -299,7 +222,7 @@ def test_network_unreachable_says_what_to_do(tiny, tmp_path):
 
 
 def test_registry_matches_formats_doc():
-    """Sizes from formats.md 3.2; exact where observed, None (approximate) where only calculated."""
+    """Sizes from docs/formats.md; exact where observed, None (approximate) where only calculated."""
     s = hub.MODELS["124M"]
     assert s.files["model.ckpt.data-00000-of-00001"] == 124_439_808 * 4
     assert s.files["model.ckpt.index"] == 5215 and s.files["hparams.json"] == 90

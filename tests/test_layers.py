@@ -31,7 +31,7 @@ def test_gelu_is_the_tanh_approximation():
     xs = np.linspace(-6, 6, 121)
     expected = np.array([gelu_scalar(float(x)) for x in xs])
     np.testing.assert_allclose(L.gelu(xs), expected, rtol=1e-14, atol=1e-15)
-    # and not the erf form: they differ by up to ~1e-3 (formats.md 5.2)
+    # and not the erf form: they differ by up to ~1e-3 (docs/formats.md §10)
     erf_gelu = np.array([0.5 * x * (1 + math.erf(x / math.sqrt(2))) for x in xs])
     assert 1e-4 < np.abs(L.gelu(xs) - erf_gelu).max() < 2e-3
 

@@ -1,4 +1,4 @@
-"""GPT2 and Config: KV cache, padded batches, dtypes, errors, shape checks, presets.
+"""GPT2: KV cache, padded batches, dtypes, errors, shape checks (Config and the sizes: test_config.py).
 
 Most tests use the tiny reference model of ``reference_gpt2_tiny.npz`` (random weights from
 transformers, nonzero biases, n_ctx 32), compared with itself through a different route (full
@@ -8,17 +8,13 @@ forward vs cached, padded vs alone) and with the fixture's transformers results.
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
 
 import numpy as np
 import pytest
 
 from gpt2np import GPT2, Config, KVCache
-from gpt2np.model import PRESETS, param_shapes
 
-from test_model_reference import assert_close, reference_config, reference_model, reference_params
-from test_model_reference import ref  # noqa: F401  (the module-scoped fixture)
+from helpers import assert_close, ref, reference_config, reference_model, reference_params  # noqa: F401  (ref: a fixture)
 
 DTYPES = [np.float64, np.float32]
 
@@ -235,7 +231,7 @@ def test_trace_loss_generate_errors(models):
     with pytest.raises(ValueError, match="at least 2 tokens"):
         model.loss([5])
     with pytest.raises(ValueError):
-        model.generate(np.ones(20, int), max_new_tokens=13)  # 33 > n_ctx
+        model.generate_ids(np.ones(20, int), max_new_tokens=13)  # 33 > n_ctx
 
 
 # ---- parameter validation ----------------------------------------------------------------------------
@@ -267,67 +263,6 @@ def test_shape_validation_names_the_first_wrong_tensor(ref):  # noqa: F811
     check(lambda p: p.update(wpe=p["wpe"].tolist()), r"^wpe: expected a NumPy array of shape \(32, 64\), found list")
     with pytest.raises(TypeError, match="Config"):
         GPT2(cfg.to_dict(), reference_params(ref))
-
-
-# ---- Config ----------------------------------------------------------------------------------------------
-
-PARAM_COUNTS = {"124M": 124_439_808, "355M": 354_823_168, "774M": 774_030_080, "1558M": 1_557_611_200}
-HPARAMS = {  # formats.md 2.2
-    "124M": (50257, 1024, 768, 12, 12), "355M": (50257, 1024, 1024, 16, 24),
-    "774M": (50257, 1024, 1280, 20, 36), "1558M": (50257, 1024, 1600, 25, 48),
-}
-
-
-@pytest.mark.parametrize("size", list(PARAM_COUNTS))
-def test_presets_and_parameter_counts(size):
-    cfg = Config.preset(size)
-    assert cfg is PRESETS[size]
-    assert tuple(cfg.to_dict().values()) == HPARAMS[size]
-    assert list(cfg.to_dict()) == ["n_vocab", "n_ctx", "n_embd", "n_head", "n_layer"]
-    assert cfg.head_dim == 64
-    assert cfg.num_params() == PARAM_COUNTS[size]
-    shapes = param_shapes(cfg)  # counted from the tree of shapes, not from the formula
-
-    def count(node):
-        if isinstance(node, dict):
-            return sum(count(v) for v in node.values())
-        if isinstance(node, list):
-            return sum(count(v) for v in node)
-        return int(np.prod(node))
-
-    assert count(shapes) == PARAM_COUNTS[size]
-
-
-def test_config_defaults_aliases_and_errors():
-    assert Config() == Config.preset("124M") == Config.preset("gpt2")
-    assert Config.preset("gpt2-xl") == PRESETS["1558M"]
-    with pytest.raises(ValueError, match="124M, 355M, 774M, 1558M"):
-        Config.preset("7B")
-    with pytest.raises(ValueError, match="divisible"):
-        Config(n_embd=10, n_head=3)
-    with pytest.raises(ValueError, match="n_layer must be a positive integer"):
-        Config(n_layer=0)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        Config().n_layer = 3
-    cfg = Config(n_vocab=np.int64(5), n_ctx=4, n_embd=8, n_head=2, n_layer=1)
-    assert type(cfg.to_dict()["n_vocab"]) is int and json.dumps(cfg.to_dict())
-    assert Config(**cfg.to_dict()) == cfg
-
-
-def test_config_from_hparams(tmp_path):
-    text = '{\n  "n_vocab": 50257,\n  "n_ctx": 1024,\n  "n_embd": 1024,\n  "n_head": 16,\n  "n_layer": 24\n}\n'
-    (tmp_path / "hparams.json").write_text(text)
-    assert len(text) == 91  # OpenAI's 355M file
-    assert Config.from_hparams(tmp_path / "hparams.json") == PRESETS["355M"]
-    assert Config.from_hparams(tmp_path) == PRESETS["355M"]  # the folder works too
-    (tmp_path / "bad.json").write_text('{"n_vocab": 5, "n_ctx": 4}')
-    with pytest.raises(ValueError, match=r"missing \['n_embd', 'n_head', 'n_layer'\]"):
-        Config.from_hparams(tmp_path / "bad.json")
-    (tmp_path / "broken.json").write_text('{"n_vocab": ')
-    with pytest.raises(ValueError, match="not valid JSON"):
-        Config.from_hparams(tmp_path / "broken.json")
-    with pytest.raises(FileNotFoundError):
-        Config.from_hparams(tmp_path / "nope.json")
 
 
 # ---- misc ----------------------------------------------------------------------------------------------
@@ -372,11 +307,11 @@ def test_generate_greedy_batch_and_zero(ref, models):  # noqa: F811
     model = models[np.dtype(np.float64)]
     expected = ref["f64/greedy/a"]  # transformers' greedy tokens
     prompt = ref["ids/a"]
-    both = model.generate(np.stack([prompt, prompt]), max_new_tokens=5)
+    both = model.generate_ids(np.stack([prompt, prompt]), max_new_tokens=5)
     np.testing.assert_array_equal(np.asarray(both), np.stack([expected[:5]] * 2))
-    assert len(model.generate(prompt, max_new_tokens=0)) == 0
+    assert len(model.generate_ids(prompt, max_new_tokens=0)) == 0
     # generation must not change the model or leave state behind
-    np.testing.assert_array_equal(np.asarray(model.generate(prompt, max_new_tokens=16)), expected)
+    np.testing.assert_array_equal(np.asarray(model.generate_ids(prompt, max_new_tokens=16)), expected)
 
 
 def test_repr_and_num_params(models):

@@ -14,28 +14,9 @@ transformers = pytest.importorskip("transformers")
 
 from gpt2np import GPT2, Config  # noqa: E402
 
+from helpers import params_from_transformers  # noqa: E402
+
 N_NEW = 40
-
-
-def params_from_transformers(model) -> dict:
-    """transformers' state dict as our params tree (Conv1D weights are [in, out]: no transpose)."""
-    sd = {k: v.detach().numpy() for k, v in model.transformer.state_dict().items()}
-
-    def pair(prefix, a="weight", b="bias"):
-        return sd[f"{prefix}.{a}"], sd[f"{prefix}.{b}"]
-
-    blocks = []
-    for i in range(model.config.n_layer):
-        h = f"h.{i}"
-        (g1, b1), (g2, b2) = pair(f"{h}.ln_1"), pair(f"{h}.ln_2")
-        blocks.append({
-            "ln_1": {"g": g1, "b": b1},
-            "attn": {name: dict(zip("wb", pair(f"{h}.attn.{name}"))) for name in ("c_attn", "c_proj")},
-            "ln_2": {"g": g2, "b": b2},
-            "mlp": {name: dict(zip("wb", pair(f"{h}.mlp.{name}"))) for name in ("c_fc", "c_proj")},
-        })
-    gf, bf = pair("ln_f")
-    return {"wte": sd["wte.weight"], "wpe": sd["wpe.weight"], "blocks": blocks, "ln_f": {"g": gf, "b": bf}}
 
 
 def test_random_124m_matches_transformers_logits_and_40_greedy_tokens():
@@ -65,5 +46,5 @@ def test_random_124m_matches_transformers_logits_and_40_greedy_tokens():
     assert worst <= 1e-5 * scale, f"124M logits: largest difference {worst:.3e}, largest |logit| {scale:.3f}"
 
     expected = generated[0, len(prompt):].numpy()
-    out = np.asarray(model.generate(prompt, max_new_tokens=N_NEW, stop_ids=()))  # no stop at <|endoftext|>
+    out = np.asarray(model.generate_ids(prompt, max_new_tokens=N_NEW, stop_ids=()))  # no stop at <|endoftext|>
     np.testing.assert_array_equal(out, expected)

@@ -8,45 +8,15 @@ float32 within 1e-5 of the tensor's largest magnitude (float32 rounding, ~6e-8 p
 
 from __future__ import annotations
 
-import pathlib
-
 import numpy as np
 import pytest
 
-from gpt2np import GPT2, Config
+from helpers import ATOL_F64, assert_close, ref, reference_model  # noqa: F401  (ref: a fixture)
 
-FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "reference_gpt2_tiny.npz"
-ATOL_F64 = 1e-10
-RTOL_F32 = 1e-5
 DTYPES = {"f64": np.float64, "f32": np.float32}
 
 
-# ---- helpers (also used by test_model.py) ------------------------------------------------------
-
-
-def assert_close(name, ours, ref, dtype=np.float64, scale=None):
-    """Fail with the tensor's name, a few values from each side and the largest difference.
-
-    float64: |ours - ref| <= 1e-10.  float32: |ours - ref| <= 1e-5 · max|ref| (or · ``scale``).
-    """
-    ours, ref = np.asarray(ours), np.asarray(ref)
-    assert ours.shape == ref.shape, f"{name}: shape {ours.shape}, reference {ref.shape}"
-    if np.dtype(dtype) == np.float64:
-        limit = ATOL_F64
-    else:
-        limit = RTOL_F32 * (np.abs(ref).max() if scale is None else scale)
-    diff = np.abs(ours.astype(np.float64) - ref.astype(np.float64))
-    worst = diff.max() if diff.size else 0.0
-    if not worst <= limit:  # also catches NaN
-        at = np.unravel_index(np.nanargmax(diff) if np.isfinite(diff).any() else 0, diff.shape)
-        pytest.fail(
-            f"{name}: largest difference {worst:.3e} at index {tuple(int(i) for i in at)} "
-            f"(ours {ours[at]!r}, reference {ref[at]!r}) exceeds {limit:.3e}\n"
-            f"  ours      first values: {np.array2string(ours.ravel()[:6], precision=8)}\n"
-            f"  reference first values: {np.array2string(ref.ravel()[:6], precision=8)}",
-            pytrace=False,
-        )
-    return worst
+# ---- helpers (assert_close, the fixture and the model built from it are in helpers.py) ---------
 
 
 def assert_scores_close(name, ours, ref, dtype):
@@ -58,39 +28,6 @@ def assert_scores_close(name, ours, ref, dtype):
         hidden = arr[..., ~visible]
         assert (hidden <= -1e9).all(), f"{name}: {side} has a masked score above -1e9: {hidden.max()}"
     return assert_close(name, ours[..., visible], ref[..., visible], dtype)
-
-
-@pytest.fixture(scope="module")
-def ref():
-    with np.load(FIXTURE) as z:
-        return {k: z[k] for k in z.files}
-
-
-def reference_config(ref) -> Config:
-    return Config(**dict(zip(["n_vocab", "n_ctx", "n_embd", "n_head", "n_layer"], ref["hparams"].tolist())))
-
-
-def reference_params(ref, dtype=np.float64) -> dict:
-    """The fixture's flat ``params/blocks/0/attn/c_attn/w`` arrays as a params tree."""
-    tree: dict = {"blocks": []}
-    for key, value in ref.items():
-        if not key.startswith("params/"):
-            continue
-        parts = key.split("/")[1:]
-        node = tree
-        if parts[0] == "blocks":
-            i = int(parts[1])
-            while len(tree["blocks"]) <= i:
-                tree["blocks"].append({})
-            node, parts = tree["blocks"][i], parts[2:]
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value.astype(dtype)
-    return tree
-
-
-def reference_model(ref, dtype=np.float64) -> GPT2:
-    return GPT2(reference_config(ref), reference_params(ref, dtype))
 
 
 # ---- the tests ----------------------------------------------------------------------------------
@@ -159,7 +96,7 @@ def test_greedy_generate_matches_transformers(ref, tag):
     model = reference_model(ref, DTYPES[tag])
     for key in ("a", "b"):
         expected = ref[f"{tag}/greedy/{key}"]
-        out = model.generate(ref[f"ids/{key}"], max_new_tokens=len(expected))
+        out = model.generate_ids(ref[f"ids/{key}"], max_new_tokens=len(expected))
         np.testing.assert_array_equal(np.asarray(out), expected, err_msg=f"prompt {key}")
 
 

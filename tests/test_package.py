@@ -1,5 +1,6 @@
-"""The package's dependencies and rooms: gpt2np imports only numpy, regex, requests, tqdm and the
-standard library (never a reference tool), and its modules import each other as design.md allows."""
+"""The package's dependencies and layering: gpt2np imports only numpy, regex, requests, tqdm and
+the standard library (never a reference tool), and its modules import each other as
+docs/architecture.md allows."""
 
 from __future__ import annotations
 
@@ -50,23 +51,29 @@ def test_every_import_is_a_runtime_dependency_or_the_standard_library():
         assert roots <= allowed, f"{name} imports {sorted(roots - allowed)}"
 
 
-def test_rooms_import_only_what_design_md_allows():
-    """Module-level imports of gpt2np modules (a door inside a function is allowed, e.g. GPT2.load)."""
-    rooms = {
+def test_modules_import_only_what_architecture_md_allows():
+    """Module-level imports of gpt2np modules follow the layering of docs/architecture.md (an import
+    inside a function is allowed, e.g. GPT2.load's of gpt2np.formats)."""
+    allowed = {
+        "gpt2np.config": set(),
         "gpt2np.tokenizer": set(),
         "gpt2np.layers": set(),
-        "gpt2np.kernels": set(),
+        "gpt2np.parallel": set(),
+        "gpt2np.kernels": {"gpt2np.layers", "gpt2np.parallel"},
         "gpt2np.sampling": {"gpt2np.layers"},
-        "gpt2np.model": {"gpt2np.layers", "gpt2np.kernels"},
-        "gpt2np.hub": {"gpt2np.formats"},
-        "gpt2np.tasks": {"gpt2np.sampling", "gpt2np.tokenizer"},
+        "gpt2np.generation": {"gpt2np.sampling"},
+        "gpt2np.scoring": {"gpt2np.layers"},
+        "gpt2np.model": {"gpt2np.config", "gpt2np.layers", "gpt2np.kernels", "gpt2np.parallel"},
+        "gpt2np.hub": {"gpt2np.config", "gpt2np.formats"},
+        "gpt2np.tasks": {"gpt2np.generation", "gpt2np.tokenizer"},
     }
     for name, (package, tree) in modules().items():
         ours = {m for m in imported(package, tree.body) if m.startswith("gpt2np.")}
-        if name.startswith("gpt2np.formats"):  # formats knows nothing of the model, the hub or text
-            assert all(m.startswith("gpt2np.formats") for m in ours), f"{name} imports {sorted(ours)}"
-        elif name in rooms:
-            assert ours <= rooms[name], f"{name} imports {sorted(ours - rooms[name])} at module level"
+        if name.startswith("gpt2np.formats"):  # formats knows the params tree (config), not the model, hub or text
+            others = {m for m in ours if not m.startswith("gpt2np.formats") and m != "gpt2np.config"}
+            assert not others, f"{name} imports {sorted(others)} at module level"
+        elif name in allowed:
+            assert ours <= allowed[name], f"{name} imports {sorted(ours - allowed[name])} at module level"
 
 
 def test_importing_and_using_gpt2np_loads_no_reference_tool(tmp_path):
@@ -76,9 +83,9 @@ import gpt2np
 for m in pkgutil.walk_packages(gpt2np.__path__, "gpt2np."):
     if m.name != "gpt2np.__main__":
         importlib.import_module(m.name)
-from gpt2np import GPT2, Config, Tokenizer, generate, hub
+from gpt2np import GPT2, Config, Tokenizer, generate_text, hub
 model = GPT2.random(Config(n_vocab=50257, n_ctx=16, n_embd=8, n_head=2, n_layer=1))
-generate(model, Tokenizer.gpt2(), "Hi", max_new_tokens=2)
+generate_text(model, Tokenizer.gpt2(), "Hi", max_new_tokens=2)
 model.save({str(tmp_path / "m.npz")!r}); GPT2.load({str(tmp_path / "m.npz")!r})
 try:  # the download path imports requests and tqdm
     hub.download_file("file:///nonexistent/x", {str(tmp_path / "x")!r}, progress=False)

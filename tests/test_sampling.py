@@ -8,6 +8,11 @@ import pytest
 
 from gpt2np.sampling import (
     apply_repetition_penalty,
+    check_repetition_penalty,
+    check_seed,
+    check_temperature,
+    check_top_k,
+    check_top_p,
     apply_temperature,
     apply_top_k,
     apply_top_p,
@@ -207,3 +212,60 @@ def test_full_vocabulary_cuts_match_transformers():
             n_diff = int(np.sum((got[b] > 0) != want[b]))
             assert n_diff == 0, f"row {b}, {setting}: {n_diff} tokens kept differently (of {want[b].sum()} kept)"
         np.testing.assert_allclose(got.sum(axis=-1), 1.0, rtol=1e-5)
+
+
+# --- issue 15: settings that would overflow the logits' dtype ---------------------------
+
+
+def test_repetition_penalty_that_rounds_to_zero_in_float32_is_refused():
+    """1e-50 is 0 in float32: z / 0 turned a positive logit into +inf (and greedy chose it)."""
+    z = np.array([2.0, -1.0, 0.5], dtype=np.float32)
+    for call in (lambda: apply_repetition_penalty(z, [0, 1], 1e-50),
+                 lambda: next_token_probs(z, temperature=0, repetition_penalty=1e-50, previous_ids=[0])):
+        with pytest.raises(ValueError, match=r"repetition_penalty 1e-50 rounds to 0\.0 in float32"):
+            call()
+    with pytest.raises(ValueError, match="rounds to inf in float32"):
+        apply_repetition_penalty(z, [0], 1e39)
+    # a penalty float32 can hold but whose quotient it cannot: refused, naming the token
+    extreme = r"too extreme for float32 logits: it turns the logit 2\.0 of token 0 into inf"
+    with pytest.raises(ValueError, match=extreme):
+        apply_repetition_penalty(z, [0, 1], 5e-39)
+    # the same numbers are fine in float64, and a tiny negative-only penalty is fine in float32
+    np.testing.assert_array_equal(apply_repetition_penalty(z.astype(np.float64), [0], 1e-50), [2e50, -1.0, 0.5])
+    assert np.isfinite(apply_repetition_penalty(z, [1], 1e-30)).all()
+    with pytest.raises(ValueError, match="too extreme for float64 logits"):
+        apply_repetition_penalty(z.astype(np.float64), [0], 5e-324)
+
+
+def test_temperature_that_overflows_the_logits_is_refused():
+    """Dividing by a temperature that is 0 in float32 (or tiny) made every logit inf or NaN."""
+    z = np.array([2.0, -1.0, 0.5], dtype=np.float32)
+    with pytest.raises(ValueError, match=r"temperature 1e-50 rounds to 0\.0 in float32.*temperature=0 for greedy"):
+        next_token_probs(z, temperature=1e-50)
+    too_small = r"temperature 5e-39 is too small for float32 logits: the logit 2\.0 becomes inf"
+    with pytest.raises(ValueError, match=too_small):
+        apply_temperature(z, 5e-39)
+    p = next_token_probs(z.astype(np.float64), temperature=1e-50)  # float64: effectively greedy
+    np.testing.assert_array_equal(p, [1.0, 0.0, 0.0])
+
+
+def test_sample_refuses_probabilities_without_a_finite_total():
+    """NaN probabilities used to give the last id (<|endoftext|> for GPT-2's vocabulary)."""
+    for probs in (np.array([np.nan, 0.5, 0.5]), np.array([0.0, 0.0, 0.0]), np.array([np.inf, 0.0, 1.0])):
+        with pytest.raises(ValueError, match="probs must be finite"):
+            sample(probs, make_rng(0))
+
+
+@pytest.mark.parametrize(
+    "check, value, words",
+    [
+        (check_temperature, -1, "temperature"),
+        (check_top_k, 0, "top_k"),
+        (check_top_p, 2, "top_p"),
+        (check_repetition_penalty, float("inf"), "repetition_penalty"),
+        (check_seed, 1.5, "seed"),
+    ],
+)
+def test_the_checks_are_public_and_say_what_is_wrong(check, value, words):
+    with pytest.raises(ValueError, match=words):
+        check(value)

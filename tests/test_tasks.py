@@ -1,13 +1,15 @@
 """GPT-2's zero-shot tasks: prompt construction, output cutting, example files, end to end."""
 
 import json
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from gpt2np import Tokenizer, tasks
-from test_generate_text import Scripted
+from gpt2np import GenerationSettings, Tokenizer, tasks
+
+from helpers import Scripted
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +107,16 @@ def test_answer_end_to_end(tok):
 def test_continue_text(tok):
     model = Scripted(tok.encode(" and so on"))
     assert tasks.continue_text(model, tok, "Once upon a time", max_new_tokens=10) == " and so on"
+
+
+def test_continue_text_takes_settings_and_uses_no_deprecated_name(tok):
+    ids = tok.encode(" and so on and on")
+    settings = GenerationSettings(max_new_tokens=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        assert tasks.continue_text(Scripted(ids), tok, "x", settings=settings) == tok.decode(ids[:3])
+        assert tasks.continue_text(Scripted(ids), tok, "x", 2, settings=settings) == tok.decode(ids[:2])
+        assert tasks.translate(Scripted(tok.encode(" Oui\n")), tok, "Yes") == "Oui"
 
 
 def test_summarize_samples_from_the_top_2(tok):

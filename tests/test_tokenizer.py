@@ -1,5 +1,5 @@
 """The tokenizer against independent answers: the published hashes of OpenAI's vocabulary
-files, the golden ids of formats.md 5.8, and tiktoken's ids for a varied corpus recorded in
+files, the golden ids of docs/formats.md §9.4, and tiktoken's ids for a varied corpus recorded in
 tests/fixtures/tokenizer_tiktoken.json by scripts/make_tokenizer_fixture.py."""
 
 import hashlib
@@ -75,7 +75,7 @@ def test_byte_to_unicode_map_matches_formats_table():
     assert max(map(ord, m.values())) == 323
 
 
-# -- golden ids (formats.md 5.8) -------------------------------------------------------------
+# -- golden ids (docs/formats.md §9.4) -------------------------------------------------------------
 
 
 @pytest.mark.parametrize("text, ids", [

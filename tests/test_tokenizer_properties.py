@@ -133,7 +133,7 @@ MERGES = _read_merges()
 
 
 def _stand_ins() -> dict[int, str]:
-    """formats.md 5.6: printable bytes stand for themselves, the other 68 become U+0100 + n."""
+    """docs/formats.md §9.1: printable bytes stand for themselves, the other 68 become U+0100 + n."""
     printable = [b for b in range(256) if 0x21 <= b <= 0x7E or 0xA1 <= b <= 0xAC or 0xAE <= b]
     others = [b for b in range(256) if b not in printable]
     return {**{b: chr(b) for b in printable}, **{b: chr(0x100 + n) for n, b in enumerate(others)}}
@@ -143,7 +143,7 @@ STAND_IN = _stand_ins()
 
 
 def _openai_bpe(piece: str) -> list[str]:
-    """The merge loop of OpenAI's encoder.py (formats.md 5.7), written independently: rank
+    """The merge loop of OpenAI's encoder.py (docs/formats.md §9.3), written independently: rank
     *pairs* by their vocab.bpe line, join every occurrence of the best pair left to right."""
     word = [STAND_IN[b] for b in piece.encode("utf-8")]
     while len(word) > 1:

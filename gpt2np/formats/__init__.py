@@ -6,7 +6,7 @@
 - the converted ``.npz`` (params tree + hparams): :func:`save_npz`, :func:`load_npz`
 - CRC32C: :func:`crc32c`
 
-This room returns hparams *dicts* and params *trees*; it never imports ``gpt2np.model``.
+This package returns hparams *dicts* and params *trees*; it never imports ``gpt2np.model``.
 """
 
 from .crc32c import crc32c, crc32c_serial, mask, unmask

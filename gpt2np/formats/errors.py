@@ -1,4 +1,4 @@
-"""The one exception type of the formats room."""
+"""The one exception type of gpt2np.formats."""
 
 
 class WeightsError(ValueError):

@@ -1,13 +1,9 @@
-"""Name maps between weight files and the params tree, and the shape checks against hparams.
+"""Name maps between weight files and the params tree, and the checks of a file's tensors.
 
-The params tree (design.md)::
-
-    wte [V, d], wpe [n_ctx, d],
-    blocks[i] = {ln_1: {g, b}, attn: {c_attn: {w [d, 3d], b}, c_proj: {w [d, d], b}},
-                 ln_2: {g, b}, mlp: {c_fc: {w [d, 4d], b}, c_proj: {w [4d, d], b}}},
-    ln_f: {g, b}
-
-Inside this room a tree is often handled *flat*: ``{"blocks.0.attn.c_attn.w": array, ...}``.
+The params tree, its flat names (``{"blocks.0.attn.c_attn.w": array, ...}``, the form weight
+files are handled in here), its shapes and the validator of hparams are those of
+:mod:`gpt2np.config`, the vocabulary the files share with the model; this module adds the
+names each file format uses and raises :class:`WeightsError` for what a file gets wrong.
 """
 
 from __future__ import annotations
@@ -16,51 +12,20 @@ import re
 
 import numpy as np
 
+from .. import config
+from ..config import HPARAM_KEYS, flatten, unflatten  # noqa: F401  (re-exported by gpt2np.formats)
 from .errors import WeightsError
-
-HPARAM_KEYS = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer")
 
 
 def check_hparams(hparams, source: str = "hparams") -> dict:
-    """The five GPT-2 hyperparameters as plain positive ints, n_embd divisible by n_head."""
-    if not isinstance(hparams, dict):
-        raise WeightsError(f"{source}: expected a JSON object with keys {', '.join(HPARAM_KEYS)}")
-    missing = [k for k in HPARAM_KEYS if k not in hparams]
-    if missing:
-        raise WeightsError(f"{source}: missing {', '.join(missing)} (expected keys {', '.join(HPARAM_KEYS)})")
-    out = {}
-    for k in HPARAM_KEYS:
-        v = hparams[k]
-        if isinstance(v, np.ndarray) and v.shape == ():
-            v = v.item()
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-            raise WeightsError(f"{source}: {k} must be a positive integer, found {v!r}")
-        out[k] = int(v)
-    if out["n_embd"] % out["n_head"]:
-        raise WeightsError(f"{source}: n_embd={out['n_embd']} is not divisible by n_head={out['n_head']}")
-    return out
-
-
-_BLOCK_SHAPES = {  # name inside a block -> shape as a function of d = n_embd
-    "ln_1.g": lambda d: (d,), "ln_1.b": lambda d: (d,),
-    "attn.c_attn.w": lambda d: (d, 3 * d), "attn.c_attn.b": lambda d: (3 * d,),
-    "attn.c_proj.w": lambda d: (d, d), "attn.c_proj.b": lambda d: (d,),
-    "ln_2.g": lambda d: (d,), "ln_2.b": lambda d: (d,),
-    "mlp.c_fc.w": lambda d: (d, 4 * d), "mlp.c_fc.b": lambda d: (4 * d,),
-    "mlp.c_proj.w": lambda d: (4 * d, d), "mlp.c_proj.b": lambda d: (d,),
-}
+    """The five GPT-2 hyperparameters as plain positive ints, n_embd divisible by n_head
+    (:func:`gpt2np.config.check_hparams`); a WeightsError naming ``source`` otherwise."""
+    return config.check_hparams(hparams, source, WeightsError)
 
 
 def expected_shapes(hparams: dict) -> dict[str, tuple[int, ...]]:
-    """Flat name -> shape of every tensor of the params tree (12 L + 4 tensors)."""
-    d = hparams["n_embd"]
-    out = {"wte": (hparams["n_vocab"], d), "wpe": (hparams["n_ctx"], d)}
-    for i in range(hparams["n_layer"]):
-        for name, shape in _BLOCK_SHAPES.items():
-            out[f"blocks.{i}.{name}"] = shape(d)
-    out["ln_f.g"] = (d,)
-    out["ln_f.b"] = (d,)
-    return out
+    """Flat name -> shape of every tensor of the params tree (12 L + 4 tensors), in the tree's order."""
+    return flatten(config.param_shapes(hparams))
 
 
 def _sort_key(name: str):
@@ -74,8 +39,8 @@ def check_flat(flat: dict, hparams: dict, source: str, file_names=None) -> None:
     ``file_names`` turns a flat name into the name it has (or would have) in the file, for
     messages: a dict, or a function.
     """
-    want = expected_shapes(hparams)
-    missing = sorted(set(want) - set(flat), key=_sort_key)
+    want = expected_shapes(check_hparams(hparams, source))  # (inferred hparams are checked here)
+    missing = [name for name in want if name not in flat]
     extra = sorted(set(flat) - set(want), key=_sort_key)
     if callable(file_names):
         fn = file_names
@@ -89,53 +54,10 @@ def check_flat(flat: dict, hparams: dict, source: str, file_names=None) -> None:
         more = f" (and {len(extra) - 5} more)" if len(extra) > 5 else ""
         raise WeightsError(f"{source}: unexpected tensors {', '.join(fn(n) for n in extra[:5])}{more} "
                            f"for n_layer={hparams['n_layer']}")
-    for name in sorted(want, key=_sort_key):
-        if tuple(flat[name].shape) != want[name]:
-            raise WeightsError(f"{source}: {fn(name)}: expected shape {want[name]} from hparams, "
+    for name, shape in want.items():
+        if tuple(flat[name].shape) != shape:
+            raise WeightsError(f"{source}: {fn(name)}: expected shape {shape} from hparams, "
                                f"found {tuple(flat[name].shape)}")
-
-
-_TOP_ORDER = {"wte": 0, "wpe": 1, "blocks": 2, "ln_f": 3}
-_BLOCK_ORDER = {name: i for i, name in enumerate(_BLOCK_SHAPES)}
-
-
-def canonical_order(name: str):
-    """Sort key giving the tree's natural order: wte, wpe, blocks 0..L-1 (ln_1, attn, ln_2, mlp), ln_f."""
-    parts = name.split(".")
-    if parts[0] == "blocks" and len(parts) > 2 and parts[1].isdigit():
-        return (2, int(parts[1]), _BLOCK_ORDER.get(".".join(parts[2:]), 99), name)
-    return (_TOP_ORDER.get(parts[0], 9), 0, {"g": 0, "b": 1}.get(parts[-1], 0), name)
-
-
-def unflatten(flat: dict, n_layer: int) -> dict:
-    """``{"blocks.0.ln_1.g": a, ...}`` -> the nested params tree (blocks as a list), in natural order."""
-    tree: dict = {"wte": None, "wpe": None, "blocks": [{} for _ in range(n_layer)]}
-    for name in [k for k in ("wte", "wpe") if k not in flat]:
-        del tree[name]
-    for name, value in sorted(flat.items(), key=lambda kv: canonical_order(kv[0])):
-        parts = name.split(".")
-        node = tree
-        if parts[0] == "blocks":
-            node, parts = tree["blocks"][int(parts[1])], parts[2:]
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return tree
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """The nested params tree -> ``{"blocks.0.ln_1.g": array, ...}``."""
-    out = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        elif isinstance(value, (list, tuple)):
-            for i, item in enumerate(value):
-                out.update(flatten(item, f"{name}.{i}."))
-        else:
-            out[name] = value
-    return out
 
 
 # ---- OpenAI's TensorFlow names ------------------------------------------------------

@@ -3,7 +3,7 @@
 A bundle with prefix ``P`` is ``P.index`` (an SSTable: key ``""`` -> BundleHeaderProto,
 tensor name -> BundleEntryProto) plus ``P.data-SSSSS-of-NNNNN`` shards holding the raw,
 little-endian, C-order tensor bytes at ``entry.offset``.  Tensors come back as read-only
-views of a memory map of the shard (no copy); every check of formats.md 1.7 is made, and
+views of a memory map of the shard (no copy); every check of docs/formats.md §3.5 is made, and
 the tensor CRC32C is verified unless ``verify=False``.
 """
 

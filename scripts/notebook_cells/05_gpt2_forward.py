@@ -114,9 +114,9 @@ loss = nll.mean()
 np.testing.assert_allclose(loss, model.loss(ids), rtol=1e-4)
 print(f"loss = {loss:.4f} nats (model.loss: {model.loss(ids):.4f}),  perplexity = {np.exp(loss):.1f}")
 print(f"uniform guess over V: loss = {np.log(cfg.n_vocab):.4f}, perplexity = {cfg.n_vocab}")
-# gpt2np.sampling.perplexity slides a window over long texts; this one fits in a single window
-from gpt2np import sampling
-np.testing.assert_allclose(sampling.perplexity(model, ids).ppl, np.exp(loss), rtol=1e-4)
+# gpt2np.scoring.perplexity slides a window over long texts; this one fits in a single window
+from gpt2np import scoring
+np.testing.assert_allclose(scoring.perplexity(model, ids).ppl, np.exp(loss), rtol=1e-4)
 
 fig, ax = plt.subplots(figsize=(7, 2.8))
 ax.bar(range(T - 1), nll)

@@ -197,12 +197,12 @@ for name, kw in [("τ=1", {}), ("τ=0.7", dict(temperature=0.7)), ("top-k 40", d
 by_hand = list(ids)
 for _ in range(8):
     by_hand.append(int(np.argmax(model(np.array(by_hand))[-1])))
-assert list(model.generate(ids, max_new_tokens=8, stop_ids=[])) == by_hand[len(ids):]
+assert list(model.generate_ids(ids, max_new_tokens=8, stop_ids=[])) == by_hand[len(ids):]
 
-print("\ngreedy:     ", repr(gpt2np.generate(model, tok, prompt, max_new_tokens=12)))
+print("\ngreedy:     ", repr(gpt2np.generate_text(model, tok, prompt, max_new_tokens=12)))
 for seed in (1, 2):
-    text = gpt2np.generate(model, tok, prompt, max_new_tokens=12, temperature=0.8, top_p=0.9, seed=seed)
+    text = gpt2np.generate_text(model, tok, prompt, max_new_tokens=12, temperature=0.8, top_p=0.9, seed=seed)
     print(f"seed {seed}:     ", repr(text))
-print("penalty 1.5:", repr(gpt2np.generate(model, tok, prompt, max_new_tokens=12, repetition_penalty=1.5)))
+print("penalty 1.5:", repr(gpt2np.generate_text(model, tok, prompt, max_new_tokens=12, repetition_penalty=1.5)))
 if not REAL:
     print("\n(The small random stand-in model produces arbitrary tokens: its text is not meaningful.)")

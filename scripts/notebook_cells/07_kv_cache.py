@@ -162,7 +162,7 @@ fig.suptitle("greedy generation, " + ("GPT-2 124M" if REAL else "small stand-in 
 fig.tight_layout()
 
 # %% [markdown]
-# `model.generate` and `gpt2np.generate` always use the cache: one forward pass over the prompt,
+# `model.generate_ids` and `gpt2np.generate_text` always use the cache: one forward pass over the prompt,
 # then one token per step. The same cache also serves a batch of prompts of different lengths
 # (left-padded, with an attention mask); its `mask` and `next_position` remember, per row, which
 # stored positions are real tokens and which position id the next token gets.

@@ -322,8 +322,8 @@ print(tasks.qa_prompt("When will the bridge open?", document=article))
 n_new = 60 if REAL else 24
 summary = tasks.summarize(model, tok, article, max_new_tokens=n_new, seed=0)
 # the same by hand: prompt, top-k sampling with k = 2, first three sentences
-raw = gpt2np.generate(model, tok, tasks.summary_prompt(article), max_new_tokens=n_new, top_k=2,
-                      temperature=1.0, seed=0)
+raw = gpt2np.generate_text(model, tok, tasks.summary_prompt(article), max_new_tokens=n_new, top_k=2,
+                           temperature=1.0, seed=0)
 assert summary == tasks.first_sentences(raw, 3)
 print("summarize:", repr(summary))
 print("translate:", repr(tasks.translate(model, tok, "The weather is nice today.", max_new_tokens=20)))
