@@ -272,6 +272,249 @@ def bpe_merge(symbols: list[bytes], ranks: dict[bytes, int], on_merge=None) -> l
 
 
 # --------------------------------------------------------------------------------------------
+# Long pieces: runs of one character
+# --------------------------------------------------------------------------------------------
+#
+# A run of one character is a single piece ("aaaa..." is one \p{L}++ match), and the heap merge
+# holds a few Python objects per byte of it: 10 MB of "a" took 54 s and 2.3 GB.  For a piece
+# longer than ``_LONG_PIECE`` bytes that is mostly long runs of one character, ``_bpe_segments``
+# takes exactly the steps ``bpe_merge`` takes, on the piece written as "segments": a block of
+# symbols and how many times it repeats ("aaaa" is (a,) x 4; "éé" is (\xc3, \xa9) x 2).
+#
+# ``bpe_merge`` joins the lowest-ranked adjacent pair, leftmost on a tie.  In a segment every
+# copy of the block has the same pairs, the first copy's leftmost; when that pair is the lowest
+# of all, ``bpe_merge`` joins it, then (nothing else having changed) the same pair in the next
+# copy, and so on to the last copy, unless a pair that one of these joints creates (the joined
+# symbol with its neighbours) ranks lower still and so comes first.  When none does, the whole
+# sweep is one step here: the block loses one boundary in every copy.  When one does, a single
+# pair is joined, exactly as in ``bpe_merge``, and the next step sees the new pair.  The sweep
+# is also only taken when no other pair of the block joins into the same bytes (same rank, so
+# the order between them would be by position).  Runs of one symbol (blocks of one) sweep as
+# (x x)(x x)... from the left.  Neighbouring segments have one pair between them.
+
+_LONG_PIECE = 512  # bytes: longer pieces look for long runs before the heap merge
+# At most 4096 per match: ``re`` keeps ~100 bytes per repetition of a back-reference until the
+# match ends; ``_spans_of_runs`` joins the matches that follow each other.
+_LONG_CHAR_RUN = re.compile(r"(.)\1{63,4095}", re.DOTALL)
+
+
+def _spans_of_runs(pattern: re.Pattern, text) -> list[tuple[int, int]]:
+    """``(begin, end)`` of the runs of one character that ``pattern`` finds in ``text``,
+    matches that continue the same run joined."""
+    spans: list[list[int]] = []
+    for m in pattern.finditer(text):
+        begin, end = m.span()
+        if spans and spans[-1][1] == begin and text[begin - 1:begin] == text[begin:begin + 1]:
+            spans[-1][1] = end
+        else:
+            spans.append([begin, end])
+    return [(begin, end) for begin, end in spans]
+
+
+def _long_piece_bpe(piece: str, data: bytes, ranks: dict[bytes, int]) -> list[tuple[list[bytes], int]]:
+    """``bpe_merge`` of a piece as ``[(tokens, repeat), ...]``: ``tokens`` repeated ``repeat``
+    times, in order (``data`` is ``piece`` in UTF-8).  Pieces that are mostly runs of 64 or
+    more of one character go through ``_bpe_segments``; others through ``bpe_merge``."""
+    spans = _spans_of_runs(_LONG_CHAR_RUN, piece)
+    if 2 * sum(end - begin for begin, end in spans) < len(piece):
+        return [(bpe_merge(_singles(data), ranks), 1)]
+    segments: list[tuple[tuple[bytes, ...], int]] = []
+    done = 0
+    for begin, end in spans + [(len(piece), len(piece))]:
+        segments += [((b,), 1) for b in _singles(piece[done:begin].encode("utf-8"))]
+        if end > begin:
+            segments.append((tuple(_singles(piece[begin].encode("utf-8"))), end - begin))
+        done = end
+    return [(list(block), count) for block, count in _bpe_segments(segments, ranks)]
+
+
+def _singles(data: bytes) -> list[bytes]:
+    return list(map(_SINGLE_BYTES.__getitem__, data))
+
+
+def _bpe_segments(segments: list[tuple[tuple[bytes, ...], int]],
+                  ranks: dict[bytes, int]) -> list[tuple[tuple[bytes, ...], int]]:
+    """``bpe_merge`` on a piece given as ``[(block of symbols, count), ...]``; the result in the
+    same form.  See the comment above for why each step is one of ``bpe_merge``'s, or a sweep of
+    them in its order.
+
+    The heap holds, per segment, an entry for the first copy of each pair in its block, one for
+    the first pair between two copies (the "junction") and one for the pair with the next
+    segment, keyed like ``bpe_merge``'s by (rank, byte offset of the left symbol).  Segments are
+    never changed in place: a step replaces some by new ones (joining neighbours with equal
+    blocks), so an entry is stale once its segment is gone or its neighbour has changed.
+    """
+    get = ranks.get
+    blk: list[tuple[bytes, ...]] = []
+    cnt: list[int] = []
+    pos: list[int] = []  # byte offset of the segment in the piece
+    offs: list[list[int]] = []  # byte offset of each symbol in the block; [-1] is the block's length
+    nxt: list[int] = []
+    prv: list[int] = []
+    alive: list[bool] = []
+    heap: list[tuple[int, int, int, int, int]] = []  # (rank, offset, segment, which pair, next segment)
+    JUNCTION, BOUNDARY = -1, -2  # which pair of a segment; 0, 1, ...: that pair of its block
+
+    def new_segment(block, count, offset) -> int:
+        a = len(blk)
+        blk.append(block)
+        cnt.append(count)
+        pos.append(offset)
+        offs.append(list(itertools.accumulate(map(len, block), initial=0)))
+        nxt.append(-1)
+        prv.append(-1)
+        alive.append(True)
+        return a
+
+    def push_entries(a: int, boundary_only: bool = False) -> None:
+        block, count, p, off = blk[a], cnt[a], pos[a], offs[a]
+        if not boundary_only:
+            for i in range(len(block) - 1):
+                r = get(block[i] + block[i + 1])
+                if r is not None:
+                    heapq.heappush(heap, (r, p + off[i], a, i, -1))
+            if count >= 2:
+                r = get(block[-1] + block[0])
+                if r is not None:
+                    heapq.heappush(heap, (r, p + off[-2], a, JUNCTION, -1))
+        b = nxt[a]
+        if b >= 0:
+            r = get(block[-1] + blk[b][0])
+            if r is not None:
+                heapq.heappush(heap, (r, p + (count - 1) * off[-1] + off[-2], a, BOUNDARY, b))
+
+    def joined(items):
+        """``items`` with a block that occurs once split into its symbols (so that blocks never
+        grow by joining neighbours), and neighbours of equal blocks joined."""
+        out: list[list] = []
+        for block, count, offset in items:
+            if count <= 0:
+                continue
+            parts = [(block, count, offset)]
+            if count == 1 and len(block) > 1:
+                parts = [((symbol,), 1, offset + k) for symbol, k in zip(block, itertools.accumulate(map(len, block), initial=0))]
+            for part, n, at in parts:
+                if out and out[-1][0] == part:
+                    out[-1][1] += n
+                else:
+                    out.append([part, n, at])
+        return out
+
+    head = -1
+    for block, count in segments:  # the first list: equal neighbours joined
+        if head >= 0 and blk[-1] == block:
+            cnt[-1] += count
+            continue
+        a = new_segment(block, count, pos[-1] + cnt[-1] * offs[-1][-1] if blk else 0)
+        if a > 0:
+            nxt[a - 1], prv[a] = a, a - 1
+        else:
+            head = a
+    for a in range(len(blk)):
+        push_entries(a)
+
+    def replace(first: int, last: int, items) -> None:
+        nonlocal head
+        left, right = prv[first], nxt[last]
+        k = first
+        while True:
+            alive[k] = False
+            if k == last:
+                break
+            k = nxt[k]
+        items = joined(items)
+        if left >= 0 and blk[left] == items[0][0]:
+            items[0] = [blk[left], cnt[left] + items[0][1], pos[left]]
+            alive[left] = False
+            left = prv[left]
+        if right >= 0 and blk[right] == items[-1][0]:
+            items[-1][1] += cnt[right]
+            alive[right] = False
+            right = nxt[right]
+        new = [new_segment(*item) for item in items]
+        for a, b in zip(new, new[1:]):
+            nxt[a], prv[b] = b, a
+        prv[new[0]], nxt[new[-1]] = left, right
+        if left >= 0:
+            nxt[left] = new[0]
+            push_entries(left, boundary_only=True)
+        else:
+            head = new[0]
+        if right >= 0:
+            prv[right] = new[-1]
+        for a in new:
+            push_entries(a)
+
+    def ranks_after(pairs, r) -> bool:
+        """Every pair (a byte string) that is a token ranks after ``r``."""
+        return all(get(pair, r + 1) > r for pair in pairs)
+
+    while heap:
+        r, p, a, which, b = heapq.heappop(heap)
+        if not alive[a] or (which == BOUNDARY and (nxt[a] != b or not alive[b])):
+            continue  # stale
+        block, count, start, size = blk[a], cnt[a], pos[a], offs[a][-1]
+        L = len(block)
+        if which == BOUNDARY:  # the last symbol of a's last copy joins the first of b's first copy
+            last = start + (count - 1) * size
+            other = blk[b]
+            replace(a, b, [(block, count - 1, start),
+                           (block[:-1] + (block[-1] + other[0],) + other[1:], 1, last),
+                           (other, cnt[b] - 1, pos[b] + offs[b][-1])])
+            continue
+        left = blk[prv[a]][-1] if prv[a] >= 0 else None
+        if L == 1:  # a run: (x x)(x x)... from the left
+            x = block[0]
+            xx, half = x + x, count // 2
+            pairs = []
+            if half >= 2:  # the pairs the sweep creates before its last joint
+                pairs += [xx + x] + ([left + xx] if left is not None else []) + ([xx + xx] if half >= 3 else [])
+            if ranks_after(pairs, r):
+                items = [((xx,), half, start), (block, count % 2, start + 2 * half * len(x))]
+            else:
+                items = [((xx,), 1, start), (block, count - 2, start + 2 * len(x))]
+        elif which >= 0:  # pair i of the block, in every copy
+            i = which
+            m = block[i] + block[i + 1]
+            merged = block[:i] + (m,) + block[i + 2:]
+            same = [block[k] + block[k + 1] for k in range(L - 1) if k != i] + [block[-1] + block[0]]
+            pairs = []
+            if count >= 2:  # the neighbours of m when a later copy is still to be joined
+                pairs.append(m + (block[i + 2] if i + 2 < L else block[0]))
+                if i >= 1:
+                    pairs.append(block[i - 1] + m)
+                elif left is not None:
+                    pairs.append(left + m)
+                if count >= 3 and i == 0:
+                    pairs.append((m if L == 2 else block[-1]) + m)
+            if count == 1 or (m not in same and ranks_after(pairs, r)):
+                items = [(merged, count, start)]
+            else:
+                items = [(merged, 1, start), (block, count - 1, start + size)]
+        else:  # the junction: the last symbol of each copy joins the first of the next
+            m = block[-1] + block[0]
+            same = [block[k] + block[k + 1] for k in range(L - 1)]
+            pairs = []
+            if count >= 3:  # the neighbours of m when a later junction is still to be joined
+                pairs += [m + block[1], (block[0] if L == 2 else block[-2]) + m]
+                if count >= 4 and L == 2:
+                    pairs.append(m + m)
+            if count >= 3 and m not in same and ranks_after(pairs, r):
+                items = [(block[:-1], 1, start),
+                         ((m,) + block[1:-1], count - 1, start + offs[a][-2]),
+                         (block[-1:], 1, start + (count - 1) * size + offs[a][-2])]
+            else:
+                items = [(block[:-1] + (m,) + block[1:], 1, start), (block, count - 2, start + 2 * size)]
+        replace(a, a, items)
+    out = []
+    a = head
+    while a >= 0:
+        out.append((blk[a], cnt[a]))
+        a = nxt[a]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # Reading the vocabulary
 # --------------------------------------------------------------------------------------------
 
@@ -528,6 +771,11 @@ class Tokenizer:
         bytes_to_id = self._vocab.bytes_to_id
         if data in bytes_to_id:  # a token that is no valid UTF-8 by itself (not in the table)
             return (bytes_to_id[data],)
+        if len(data) > _LONG_PIECE:  # long runs of one character: see _long_piece_bpe
+            ids: list[int] = []
+            for tokens, repeat in _long_piece_bpe(piece, data, self._vocab.ranks):
+                ids += list(map(bytes_to_id.__getitem__, tokens)) * repeat
+            return tuple(ids)
         symbols = list(map(_SINGLE_BYTES.__getitem__, data))
         return tuple(map(bytes_to_id.__getitem__, bpe_merge(symbols, self._vocab.ranks)))
 
@@ -633,7 +881,11 @@ class Tokenizer:
 class _PieceTable(dict):
     """Piece text -> its ids.  It starts as every whole token; a piece that is missing runs
     BPE once (``__missing__``) and is remembered.  At most ``limit`` remembered pieces are
-    kept (first in, first out), so encoding a huge file cannot grow memory without bound."""
+    kept (first in, first out), so encoding a huge file cannot grow memory without bound;
+    pieces longer than ``longest`` characters are not remembered at all (a run of one letter
+    can be megabytes long)."""
+
+    longest = 1024
 
     def __init__(self, whole_tokens: dict[str, tuple[int]], bpe_ids, limit: int):
         super().__init__(whole_tokens)
@@ -643,6 +895,8 @@ class _PieceTable(dict):
 
     def __missing__(self, piece: str) -> tuple[int, ...]:
         ids = self._bpe_ids(piece)
+        if len(piece) > self.longest:
+            return ids
         if len(self.remembered) >= self.limit:
             for _ in range(max(1, self.limit // 10)):
                 self.pop(self.remembered.popleft(), None)  # (None: robust to threads)

@@ -2,7 +2,6 @@
 
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import pytest
 import gpt2np
 from gpt2np import GPT2, Config
 from gpt2np.cli import build_parser, load_model_arg, main
+from gpt2np.formats import save_npz
 
 from helpers import SIZE_NAMES
 
@@ -123,7 +123,9 @@ def small_gpt2_npz(tmp_path_factory):
 @pytest.mark.parametrize("name, size", SIZE_NAMES.items())
 def test_every_size_name_and_alias_works_in_any_letter_case(name, size, small_gpt2_npz, capsys, monkeypatch):
     home = pathlib.Path(os.environ["GPT2NP_HOME"])  # a fresh folder for each test (conftest.py)
-    shutil.copyfile(small_gpt2_npz, home / f"gpt2-{size}.npz")  # as if `gpt2np download` had run
+    model = GPT2.load(small_gpt2_npz)  # saved as `gpt2np download` would: with its provenance
+    save_npz(home / f"gpt2-{size}.npz", model.config.to_dict(), model.params,
+             metadata={"provenance": {"source": "openai", "size": size, "gpt2np": "test", "files": {}}})
     monkeypatch.setenv("GPT2NP_OFFLINE", "1")  # the name of another size would look for it and fail
     spelling = name.swapcase()  # 124m, GPT2-MEDIUM, 1.5b, XL, ...
     code = main(["generate", "Hello", "--model", spelling, "--max-new-tokens", "2", "--no-stream"])

@@ -17,7 +17,10 @@ Files written by ``np.savez``/``np.savez_compressed`` with the same names load t
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
+import math
 import mmap
 import pathlib
 import struct
@@ -28,24 +31,58 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import WeightsError
-from .names import HPARAM_KEYS, check_flat, check_hparams, flatten, unflatten
+from .names import HPARAM_KEYS, check_flat, check_hparams, expected_shapes, flatten, unflatten
 
 _HP = "hparams."
 ALIGN = 64
 _PAD_ID = 0xD935  # zip "extra field" id used for alignment padding
 
 
-def save_npz(path, hparams: dict, params: dict) -> None:
-    """Write ``params`` and ``hparams`` to ``path`` atomically (temp file + ``os.replace``)."""
+def save_npz(path, hparams: dict, params: dict, metadata: dict | None = None) -> None:
+    """Write ``params`` and ``hparams`` to ``path`` atomically (temp file + ``os.replace``).
+
+    ``metadata`` (JSON-serialisable: e.g. where the weights came from) is stored as the zip's
+    comment, which ``np.load`` ignores; :func:`npz_metadata` reads it back.
+    """
     hparams = check_hparams(hparams, "save_npz")
     flat = flatten(params)
     check_flat(flat, hparams, "save_npz")
     arrays = {name: np.asarray(a) for name, a in flat.items()}
+    for name, arr in arrays.items():
+        if arr.dtype not in _WEIGHT_DTYPES:
+            raise WeightsError(f"save_npz: {name} has dtype {arr.dtype} ({arr.dtype.str!r}); gpt2np model files "
+                               f"hold float32 or float64 weights, little-endian: convert with arr.astype(np.float32)")
+    comment = b""
+    if metadata:
+        comment = json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        if len(comment) > 0xFFFF:
+            raise WeightsError(f"save_npz: metadata of {len(comment)} bytes is too large (at most 65535 as JSON)")
     arrays.update({_HP + k: np.array(v, dtype=np.int64) for k, v in hparams.items()})
     with atomic_write(path) as f:
         with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             for name, arr in arrays.items():
                 _write_member(zf, f, name + ".npy", arr)
+            zf.comment = comment
+
+
+def npz_metadata(path) -> dict:
+    """The ``metadata`` that :func:`save_npz` stored in ``path`` (``{}`` if none); reads only
+    the zip's directory."""
+    path = pathlib.Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            comment = zf.comment
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: file not found") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise WeightsError(f"{path}: not a readable .npz ({e}); the file is truncated or corrupt") from None
+    if not comment:
+        return {}
+    try:
+        meta = json.loads(comment.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return {}  # someone else's zip comment: no metadata of ours
+    return meta if isinstance(meta, dict) else {}
 
 
 def _write_member(zf: zipfile.ZipFile, f, fname: str, arr: np.ndarray) -> None:
@@ -60,42 +97,61 @@ def _write_member(zf: zipfile.ZipFile, f, fname: str, arr: np.ndarray) -> None:
         np.lib.format.write_array(w, np.ascontiguousarray(arr) if arr.ndim else arr, allow_pickle=False)
 
 
-def _read_member(buf, data_start: int, size: int, name: str, path) -> np.ndarray:
-    """A view of the .npy stored at ``buf[data_start : data_start + size]``."""
-    head = io.BytesIO(buf[data_start:data_start + min(size, 1 << 16)])
+_HEADER_BYTES = 1 << 16  # a member's first bytes, where its .npy header must end
+_COMPRESSIONS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
+_WEIGHT_DTYPES = (np.dtype("<f4"), np.dtype("<f8"))
+
+
+@dataclasses.dataclass
+class _Member:
+    """One ``.npy`` member, known from the zip's directory and the member's first bytes only."""
+
+    info: zipfile.ZipInfo
+    name: str  # the file name without ".npy"
+    shape: tuple
+    fortran: bool
+    dtype: np.dtype
+    header: int  # bytes of the .npy header before the data
+    start: int | None  # stored members: offset of the member's bytes in the file
+
+
+def _parse_header(prefix: bytes, name: str, path) -> tuple[tuple, bool, np.dtype, int]:
+    """(shape, fortran order, dtype, header length) of the .npy whose first bytes are ``prefix``."""
+    head = io.BytesIO(prefix)
     try:
         version = np.lib.format.read_magic(head)
         if version == (1, 0):
             shape, fortran, dtype = np.lib.format.read_array_header_1_0(head)
         else:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(head)
-    except ValueError as e:
+    except (ValueError, EOFError) as e:
         raise WeightsError(f"{path}: member {name} is not a valid .npy ({e})") from None
     if dtype.hasobject:
         raise WeightsError(f"{path}: member {name} holds Python objects; refusing to unpickle")
-    offset = data_start + head.tell()
-    count = int(np.prod(shape, dtype=np.int64))
-    if head.tell() + count * dtype.itemsize != size:
-        raise WeightsError(f"{path}: member {name} has {size} bytes, its header describes "
-                           f"{head.tell() + count * dtype.itemsize}")
-    arr = np.frombuffer(buf, dtype=dtype, count=count, offset=offset)
-    arr = arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
-    return arr if offset % dtype.alignment == 0 else arr.copy()
+    if not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise WeightsError(f"{path}: member {name} has an invalid shape {shape}")
+    return tuple(shape), fortran, dtype, head.tell()
 
 
-def _read_all(path: pathlib.Path, verify: bool) -> dict:
-    with open(path, "rb") as f, zipfile.ZipFile(f) as zf:
-        infos = zf.infolist()
-        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if path.stat().st_size else b""
-        out = {}
-        for info in infos:
-            if not info.filename.endswith(".npy"):
-                raise WeightsError(f"{path}: unexpected member {info.filename} (an .npz holds .npy files)")
-            name = info.filename[:-4]
-            if info.compress_type != zipfile.ZIP_STORED:  # e.g. np.savez_compressed: decompress (a copy)
-                with zf.open(info) as m:  # zipfile checks the CRC at the end of the stream
-                    out[name] = np.lib.format.read_array(m, allow_pickle=False)
-                continue
+def _headers(zf: zipfile.ZipFile, buf, path) -> dict[str, _Member]:
+    """Every member's name, shape and dtype, reading no more than the header of each: only
+    ``.npy`` members, each name once, stored or deflated."""
+    out: dict[str, _Member] = {}
+    for info in zf.infolist():
+        if not info.filename.endswith(".npy"):
+            raise WeightsError(f"{path}: unexpected member {info.filename} (an .npz holds .npy files)")
+        name = info.filename[:-4]
+        if name in out:
+            raise WeightsError(f"{path}: member {info.filename} appears twice; refusing a file whose "
+                               f"tensors are ambiguous (np.load would take the last one)")
+        if info.compress_type not in _COMPRESSIONS:
+            raise WeightsError(f"{path}: member {info.filename} uses zip compression method "
+                               f"{info.compress_type}; supported: stored or deflate "
+                               f"(np.savez, np.savez_compressed)")
+        if info.flag_bits & 0x1:
+            raise WeightsError(f"{path}: member {info.filename} is encrypted")
+        start = None
+        if info.compress_type == zipfile.ZIP_STORED:
             h = info.header_offset
             if buf[h:h + 4] != b"PK\x03\x04":
                 raise WeightsError(f"{path}: bad local header for {info.filename}; the file is corrupt")
@@ -103,11 +159,100 @@ def _read_all(path: pathlib.Path, verify: bool) -> dict:
             start = h + 30 + n_name + n_extra
             if start + info.file_size > len(buf):
                 raise WeightsError(f"{path}: member {info.filename} runs past the end; the file is truncated")
-            if verify and zlib.crc32(memoryview(buf)[start:start + info.file_size]) != info.CRC:
-                raise WeightsError(f"{path}: member {name} fails its CRC-32 check; the file is corrupt "
-                                   f"(delete it and convert or download again)")
-            out[name] = _read_member(buf, start, info.file_size, name, path)
-        return out
+            prefix = buf[start:start + min(info.file_size, _HEADER_BYTES)]
+        else:
+            with zf.open(info) as m:  # inflates at most _HEADER_BYTES
+                prefix = m.read(min(info.file_size, _HEADER_BYTES))
+        out[name] = _Member(info, name, *_parse_header(prefix, name, path), start)
+    return out
+
+
+def _check_size(m: _Member, path) -> None:
+    """The size the zip declares for ``m`` must be what its header describes."""
+    described = m.header + math.prod(m.shape) * m.dtype.itemsize  # exact: no int64 wrap-around
+    if described != m.info.file_size:
+        raise WeightsError(f"{path}: member {m.name} holds {m.info.file_size} bytes, its header describes "
+                           f"{described}; the file is corrupt or not a gpt2np model file")
+
+
+def _read_hparams(zf, buf, members: dict[str, _Member], path, verify: bool) -> dict:
+    """Take the ``hparams.*`` members out of ``members`` and return the checked hparams."""
+    missing = [k for k in HPARAM_KEYS if _HP + k not in members]
+    if missing:
+        raise WeightsError(f"{path}: not a gpt2np model file (missing {', '.join(_HP + k for k in missing)})")
+    extra = [name for name in members if name.startswith(_HP) and name[len(_HP):] not in HPARAM_KEYS]
+    if extra:
+        raise WeightsError(f"{path}: unknown hparams {', '.join(extra)}")
+    values = {}
+    for key in HPARAM_KEYS:
+        m = members.pop(_HP + key)
+        if m.shape != () or m.dtype.kind not in "iu":
+            raise WeightsError(f"{path}: member {m.name} must be an integer scalar (an int64 .npy of shape ()), "
+                               f"found {m.dtype} of shape {m.shape}")
+        _check_size(m, path)
+        values[key] = _data(zf, buf, m, path, verify)
+    return check_hparams(values, str(path))
+
+
+def _check_weights(members: dict[str, _Member], hparams: dict, path) -> None:
+    """Names, shapes and dtypes against hparams, before any weight is read."""
+    per_layer = len(expected_shapes({**hparams, "n_layer": 2})) - len(expected_shapes({**hparams, "n_layer": 1}))
+    if hparams["n_layer"] * per_layer > len(members):  # (and never build a billion expected names)
+        raise WeightsError(f"{path}: hparams.n_layer={hparams['n_layer']} needs at least "
+                           f"{hparams['n_layer'] * per_layer} tensors, the file has {len(members)}")
+    check_flat(members, hparams, str(path))
+    for name, m in members.items():
+        if m.dtype in _WEIGHT_DTYPES:
+            continue
+        if m.dtype.kind == "f" and m.dtype.byteorder == ">":
+            what = f"is big-endian {m.dtype.newbyteorder('=').name} ({m.dtype.str!r})"
+        else:
+            what = f"has dtype {m.dtype} ({m.dtype.str!r})"
+        raise WeightsError(f"{path}: {name} {what}; gpt2np model files hold float32 or float64 weights, "
+                           f"little-endian ('<f4', '<f8'): convert with arr.astype(np.float32)")
+    for m in members.values():
+        _check_size(m, path)
+
+
+def _data(zf, buf, m: _Member, path, verify: bool) -> np.ndarray:
+    """The array of member ``m`` (its size already checked by :func:`_check_size`)."""
+    count = math.prod(m.shape)
+    nbytes = count * m.dtype.itemsize
+    if m.start is not None:  # stored: a view of the memory map
+        if verify and zlib.crc32(memoryview(buf)[m.start:m.start + m.info.file_size]) != m.info.CRC:
+            raise WeightsError(f"{path}: member {m.name} fails its CRC-32 check; the file is corrupt "
+                               f"(delete it and convert or download again)")
+        offset = m.start + m.header
+        arr = np.frombuffer(buf, dtype=m.dtype, count=count, offset=offset) if nbytes else np.zeros(0, m.dtype)
+        copy = offset % m.dtype.alignment != 0
+    else:  # deflate: inflated into the array, 1 MiB at a time (zipfile checks the CRC at the end)
+        arr = np.empty(count, dtype=m.dtype)
+        out = memoryview(arr.reshape(-1).view(np.uint8)) if nbytes else memoryview(b"")
+        with zf.open(m.info) as f:
+            f.read(m.header)
+            done = 0
+            while done < nbytes:
+                chunk = f.read(min(1 << 20, nbytes - done))
+                if not chunk:
+                    raise WeightsError(f"{path}: member {m.name} ends after {done} of {nbytes} bytes; "
+                                       f"the file is truncated or corrupt")
+                out[done:done + len(chunk)] = chunk
+                done += len(chunk)
+            f.read(1)  # reaches the end of the member: zipfile compares the CRC-32 there
+        copy = False
+    arr = arr.reshape(m.shape[::-1]).T if m.fortran else arr.reshape(m.shape)
+    return arr.copy() if copy else arr
+
+
+def _read_all(path: pathlib.Path, verify: bool) -> tuple[dict, dict]:
+    """(hparams, flat arrays): every member's header, then the hparams, then the names, shapes
+    and dtypes of the weights, and only then any weight's data."""
+    with open(path, "rb") as f, zipfile.ZipFile(f) as zf:
+        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if path.stat().st_size else b""
+        members = _headers(zf, buf, path)
+        hparams = _read_hparams(zf, buf, members, path, verify)
+        _check_weights(members, hparams, path)
+        return hparams, {name: _data(zf, buf, m, path, verify) for name, m in members.items()}
 
 
 def load_npz(path, verify: bool = True) -> tuple[dict, dict]:
@@ -118,24 +263,17 @@ def load_npz(path, verify: bool = True) -> tuple[dict, dict]:
     """
     path = pathlib.Path(path)
     try:
-        arrays = _read_all(path, verify)
+        hparams, arrays = _read_all(path, verify)
     except FileNotFoundError:
         raise WeightsError(f"{path}: file not found") from None
-    except (zipfile.BadZipFile, EOFError, struct.error) as e:
+    except zipfile.BadZipFile as e:
+        if "CRC" in str(e) or "Bad magic" in str(e):  # zipfile's words for a corrupt member
+            raise WeightsError(f"{path}: {e}; the file is corrupt (delete it and convert or download again)") from None
+        raise WeightsError(f"{path}: not a readable .npz ({e}); the file is truncated or corrupt") from None
+    except (EOFError, struct.error, zlib.error) as e:
         raise WeightsError(f"{path}: not a readable .npz ({e}); the file is truncated or corrupt") from None
     except ValueError as e:
         if isinstance(e, WeightsError):
             raise
         raise WeightsError(f"{path}: cannot read ({e})") from None
-    missing = [k for k in HPARAM_KEYS if _HP + k not in arrays]
-    if missing:
-        raise WeightsError(f"{path}: not a gpt2np model file (missing {', '.join(_HP + k for k in missing)})")
-    hparams = check_hparams({k: arrays.pop(_HP + k) for k in HPARAM_KEYS}, str(path))
-    extra_hp = [k for k in arrays if k.startswith(_HP)]
-    if extra_hp:
-        raise WeightsError(f"{path}: unknown hparams {', '.join(extra_hp)}")
-    check_flat(arrays, hparams, str(path))
-    for name, arr in arrays.items():
-        if arr.dtype.kind != "f":
-            raise WeightsError(f"{path}: {name} has dtype {arr.dtype}, expected a float dtype")
     return hparams, unflatten(arrays, hparams["n_layer"])

@@ -17,8 +17,10 @@ copied once; BF16 is widened to float32.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import pathlib
+import re
 import struct
 
 import numpy as np
@@ -28,6 +30,7 @@ from .errors import WeightsError
 from .names import check_hparams, check_flat, normalize_hf, unflatten
 
 MAX_HEADER_SIZE = 100_000_000
+MAX_DEPTH = 3  # {name: {"shape": [...]}}; __metadata__ maps strings to strings
 
 ST_DTYPES = {
     "BOOL": "?", "U8": "u1", "I8": "i1", "I16": "<i2", "U16": "<u2", "F16": "<f2", "BF16": "<u2",
@@ -55,8 +58,15 @@ def read_safetensors_header(path) -> tuple[dict, dict, int]:
             raise WeightsError(f"{path}: header length {n} runs past the end of the file ({file_size} bytes)")
         raw = f.read(n)
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise WeightsError(f"{path}: header is not valid UTF-8 JSON ({e})") from None
+    if _nesting(text) > MAX_DEPTH:  # before json.loads, whose recursion a deep header exhausts
+        raise WeightsError(f"{path}: header is nested deeper than {MAX_DEPTH} levels (a safetensors header is "
+                           f"{{name: {{dtype, shape: [...], data_offsets: [...]}}}}); not a safetensors file")
+    try:
+        header = json.loads(text, object_pairs_hook=_no_duplicates)
+    except (json.JSONDecodeError, ValueError, RecursionError) as e:
         raise WeightsError(f"{path}: header is not valid UTF-8 JSON ({e})") from None
     if not isinstance(header, dict):
         raise WeightsError(f"{path}: header must be a JSON object")
@@ -80,7 +90,7 @@ def read_safetensors_header(path) -> tuple[dict, dict, int]:
         if (not isinstance(offs, list) or len(offs) != 2
                 or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs) or not 0 <= offs[0] <= offs[1]):
             raise WeightsError(f"{where}: data_offsets must be [begin, end] with 0 <= begin <= end, found {offs!r}")
-        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(ST_DTYPES[dt]).itemsize
+        nbytes = math.prod(shape) * np.dtype(ST_DTYPES[dt]).itemsize  # exact: no int64 wrap-around
         if offs[1] - offs[0] != nbytes:
             raise WeightsError(f"{where}: data_offsets {offs} hold {offs[1] - offs[0]} bytes, "
                                f"but {dt}{shape} needs {nbytes}")
@@ -96,6 +106,27 @@ def read_safetensors_header(path) -> tuple[dict, dict, int]:
         raise WeightsError(f"{path}: header describes {8 + n + pos} bytes but the file has {file_size} "
                            f"(truncated or trailing data)")
     return header, metadata, 8 + n
+
+
+_STRING = re.compile(r'"[^"]*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _nesting(text: str, limit: int = MAX_DEPTH) -> int:
+    """How deeply the JSON ``text`` nests objects and arrays (or ``limit + 1`` once deeper),
+    in a few linear passes and no recursion: escaped backslashes and quotes dropped, then the
+    strings, then everything but brackets; then the innermost ``[]``/``{}`` pairs go, one
+    level per pass (a marker keeps ``{[]}`` from losing both levels in one pass)."""
+    text = text.replace("\\\\", "").replace('\\"', "")
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    depth = 0
+    while brackets and depth <= limit:
+        inner = brackets.replace("[]", "#").replace("{}", "#")
+        if inner == brackets:
+            break  # unbalanced: json.loads says where
+        brackets = inner.replace("#", "")
+        depth += 1
+    return depth
 
 
 def _no_duplicates(pairs):
