@@ -41,18 +41,42 @@ _SQRT_2_OVER_PI = 0.7978845608028654  # √(2/π), GELU's constant
 # --------------------------------------------------------------------------------------------
 
 
-def gelu(dy: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Backward of GELU(x) = ½·x·(1 + tanh u),  u = √(2/π)·(x + 0.044715·x³):
+def gelu(dy: np.ndarray, x: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """Backward of GELU(x) = ½·x·(1 + t),  t = tanh u,  u = √(2/π)·(x + 0.044715·x³):
 
-        GELU'(x) = ½·(1 + tanh u) + ½·x·(1 − tanh² u)·√(2/π)·(1 + 3·0.044715·x²)
+        GELU'(x) = ½·(1 + t) + ½·x·(1 − t²)·√(2/π)·(1 + 3·0.044715·x²)
+                 = ½·(1 + t)·(1 + (1 − t)·s),     s = x·du/dx = √(2/π)·x·(1 + 0.134145·x²)
         dx = dy ⊙ GELU'(x)
 
-    dy, x ``[...]`` -> dx ``[...]``.
+    dy, x ``[...]`` -> dx ``[...]``.  (1 − t² = (1 − t)(1 + t) gives the second line.)  Computed
+    over blocks of ``chunk`` elements that stay in the core's cache, on two scratch blocks: the
+    only new array as large as x is dx (each fresh large array costs page faults).
     """
-    x2 = x * x
-    t = np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * (x2 * x)))  # tanh u
-    du_dx = _SQRT_2_OVER_PI * (1.0 + 0.134145 * x2)  # 3 · 0.044715 = 0.134145
-    return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx)
+    x_flat = np.ascontiguousarray(x).reshape(-1)
+    dy_flat = np.ascontiguousarray(dy).reshape(-1)
+    dx = np.empty(x_flat.shape, dtype=np.result_type(dy, x))
+    t_block, s_block = np.empty((2, min(chunk, x_flat.size)), dtype=dx.dtype)
+    for i in range(0, x_flat.size, chunk):
+        xi, out = x_flat[i:i + chunk], dx[i:i + chunk]
+        t, s = t_block[:len(xi)], s_block[:len(xi)]
+        np.multiply(xi, xi, out=s)  # x²
+        np.multiply(s, 0.044715, out=t)
+        t += 1.0
+        t *= xi
+        t *= _SQRT_2_OVER_PI
+        np.tanh(t, out=t)  # t = tanh(√(2/π)·x·(1 + 0.044715·x²))
+        s *= 0.134145  # 3 · 0.044715
+        s += 1.0
+        s *= xi
+        s *= _SQRT_2_OVER_PI  # s = √(2/π)·x·(1 + 0.134145·x²)
+        np.subtract(1.0, t, out=out)
+        out *= s
+        out += 1.0  # 1 + (1 − t)·s
+        t += 1.0
+        out *= t
+        out *= 0.5  # ½·(1 + t)·(1 + (1 − t)·s) = GELU'(x)
+        out *= dy_flat[i:i + chunk]
+    return dx.reshape(x.shape)
 
 
 def softmax(dy: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -194,7 +218,8 @@ def _cross_entropy_(z: np.ndarray, targets: np.ndarray, scale: float) -> float:
     return loss
 
 
-def embedding(dx: np.ndarray, ids: np.ndarray, positions: np.ndarray, wte: np.ndarray, wpe: np.ndarray):
+def embedding(dx: np.ndarray, ids: np.ndarray, positions: np.ndarray, wte: np.ndarray, wpe: np.ndarray,
+              dwte: np.ndarray | None = None):
     """Backward of the lookup x = wte[ids] + wpe[positions]: each row of wte (wpe) gets the sum
     of dx over the tokens that looked it up,
 
@@ -202,8 +227,10 @@ def embedding(dx: np.ndarray, ids: np.ndarray, positions: np.ndarray, wte: np.nd
 
     dx ``[..., T, d]``, ids ``[..., T]``, positions broadcastable to it -> ``{"wte": dwte, "wpe": dwpe}``
     (zero rows for ids and positions not used).  A scatter-add: ``np.add.at`` adds every repeat.
+    ``dwte``, if given, is wte's gradient from its other use (the tied head): this lookup's share
+    is added to it in place, and it is returned.
     """
-    dwte = np.zeros(wte.shape, dtype=dx.dtype)
+    dwte = np.zeros(wte.shape, dtype=dx.dtype) if dwte is None else dwte
     dwpe = np.zeros(wpe.shape, dtype=dx.dtype)
     np.add.at(dwte, ids, dx)
     np.add.at(dwpe, np.broadcast_to(positions, ids.shape), dx)
@@ -304,14 +331,15 @@ def block(dy, x, params, n_head, mask=None, record=None):
     return dx, {"ln_1": g_ln_1, "attn": g_attn, "ln_2": g_ln_2, "mlp": g_mlp}
 
 
-def transformer(dh, ids, params, n_head, positions=None, mask=None, record=None):
+def transformer(dh, ids, params, n_head, positions=None, mask=None, record=None, dwte=None):
     """Backward of ``layers.transformer``, h = LN_f(x_L),  x_i = block_i(x_{i−1}),  x₀ = wte[ids] + wpe[positions]:
 
         dx_L = LN_fᵀ(dh);   dx_{i−1}, d(block i) = block_iᵀ(dx_i) for i = L … 1;   dwte, dwpe = embeddingᵀ(dx₀)
 
     dh ``[..., T, d]``; ids, params, n_head, positions, mask as in ``layers.transformer``;
     ``record``: the one it filled (``embed``, ``h{i}.*``), or None to recompute -> a grads
-    tree shaped like params.  Only the embedding's share of dwte: the tied head adds its own.
+    tree shaped like params.  Its dwte is the embedding's share, added to ``dwte`` if given
+    (the tied head's share, see :func:`embedding`).
     """
     T = ids.shape[-1]
     positions = np.arange(T) if positions is None else positions
@@ -323,7 +351,7 @@ def transformer(dh, ids, params, n_head, positions=None, mask=None, record=None)
     g_blocks = [None] * L
     for i in reversed(range(L)):
         dx, g_blocks[i] = block(dx, inputs[i], params["blocks"][i], n_head, mask, r.child(f"h{i}"))
-    g = embedding(dx, ids, positions, params["wte"], params["wpe"])
+    g = embedding(dx, ids, positions, params["wte"], params["wpe"], dwte)
     return {"wte": g["wte"], "wpe": g["wpe"], "blocks": g_blocks, "ln_f": g_ln_f}
 
 
@@ -354,7 +382,7 @@ def loss_and_grads(model, ids, labels=None, attention_mask=None):
     the tied head and its cross-entropy a chunk of rows at a time, only at the counted
     positions; then the blocks backwards.  The head's share of dwte and the embedding's add up.
     """
-    ids, single = model._check_ids(ids)  # [B, T] int64
+    ids, _ = model._check_ids(ids)  # [B, T] int64 (a single [T] sequence is a batch of one)
     B, T = ids.shape
     if T < 2:
         raise ValueError(f"loss_and_grads needs at least 2 tokens per sequence (one to predict), found {T}")
@@ -374,8 +402,8 @@ def loss_and_grads(model, ids, labels=None, attention_mask=None):
     loss, dh_counted, dwte_head = tied_head_cross_entropy(h[counted], params["wte"], targets[counted])
     dh = np.zeros_like(h)
     dh[counted] = dh_counted  # positions not counted have no loss, so no gradient from the head
-    grads = transformer(dh, ids, params, n_head, positions, mask, record)
-    grads["wte"] += dwte_head  # wte's two uses: the embedding lookup and the tied head
+    # wte's two uses: the embedding lookup adds its share to the tied head's
+    grads = transformer(dh, ids, params, n_head, positions, mask, record, dwte=dwte_head)
     return loss, grads
 
 

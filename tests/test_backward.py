@@ -143,10 +143,22 @@ def tree_get(tree, path):
 # ---- elementwise and per-row formulas ------------------------------------------------------------
 
 
-def test_gelu():
+@pytest.mark.parametrize("chunk", [1 << 16, 5])  # one block; blocks of 5 (the last one shorter)
+def test_gelu(chunk):
     x = rng(1).standard_normal((3, 7)) * 2.5
     dy = rng(2).standard_normal(x.shape)
-    check_fd("gelu dx", BW.gelu(dy, x), lambda: (dy * L.gelu(x)).sum(), x)
+    check_fd("gelu dx", BW.gelu(dy, x, chunk=chunk), lambda: (dy * L.gelu(x)).sum(), x)
+
+
+def test_gelu_of_views_and_float32():
+    x = rng(3).standard_normal((4, 6)) * 2
+    dy = rng(4).standard_normal((6, 4)).T  # not contiguous
+    expected = BW.gelu(np.ascontiguousarray(dy), x)
+    np.testing.assert_array_equal(BW.gelu(dy, x, chunk=7), expected)
+    np.testing.assert_array_equal(BW.gelu(dy[:, ::2], x[:, ::2], chunk=5), expected[:, ::2])
+    out32 = BW.gelu(dy.astype(np.float32), x.astype(np.float32))
+    assert out32.dtype == np.float32
+    np.testing.assert_allclose(out32, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_gelu_derivative_at_known_points():
@@ -253,6 +265,11 @@ def test_embedding_adds_repeated_ids_and_positions():
     loss = lambda: (dx * L.embedding(ids, positions, wte, wpe)).sum()  # noqa: E731
     check_fd("embedding dwte", g["wte"], loss, wte)
     check_fd("embedding dwpe", g["wpe"], loss, wpe)
+    other = rng(26).standard_normal((V, d))  # wte's gradient from the tied head
+    into = other.copy()
+    g2 = BW.embedding(dx, ids, positions, wte, wpe, dwte=into)
+    assert g2["wte"] is into
+    np.testing.assert_allclose(into, other + g["wte"], rtol=1e-15, atol=1e-15)
 
 
 # ---- attention, MLP, block, transformer -----------------------------------------------------------
