@@ -422,8 +422,8 @@ def window_loss_and_grads(model: GPT2, windows: np.ndarray):
     h = layers.transformer(x, p, n_head, positions, mask, record)  # [B, T, d]
     d = h.shape[-1]
     loss, dh, dwte_head = backward.tied_head_cross_entropy(h.reshape(B * T, d), p["wte"], y.reshape(-1))
-    grads = backward.transformer(dh.reshape(B, T, d), x, p, n_head, positions, mask, record)
-    grads["wte"] += dwte_head
+    # wte's two shares: the head's dwte_head, into which the embedding's is added
+    grads = backward.transformer(dh.reshape(B, T, d), x, p, n_head, positions, mask, record, dwte=dwte_head)
     return loss, grads
 
 
