@@ -130,6 +130,10 @@ def _resolve(settings, default: GenerationSettings | None = None, **options) -> 
         settings = default
     elif not isinstance(settings, GenerationSettings):
         raise ValueError(f"settings must be a GenerationSettings, got {type(settings).__name__}")
+    fields = [f.name for f in dataclasses.fields(GenerationSettings)]
+    unknown = [name for name in options if name not in fields]
+    if unknown:
+        raise TypeError(f"unknown generation setting {', '.join(map(repr, unknown))}; expected {', '.join(fields)}")
     given = {name: value for name, value in options.items() if value is not _UNSET}
     if settings is None:
         return GenerationSettings(**given)
@@ -191,20 +195,8 @@ def check_fits(prompt_len: int, max_new_tokens: int, n_ctx: int) -> None:
         )
 
 
-def iter_ids(
-    model,
-    ids,
-    max_new_tokens=_UNSET,
-    temperature=_UNSET,
-    top_k=_UNSET,
-    top_p=_UNSET,
-    repetition_penalty=_UNSET,
-    seed=_UNSET,
-    stop_ids=_UNSET,
-    halted: set | None = None,
-    *,
-    settings: GenerationSettings | None = None,
-) -> Iterator:
+def iter_ids(model, ids, max_new_tokens=_UNSET, *, settings: GenerationSettings | None = None,
+             halted: set | None = None, **options) -> Iterator:
     """Generate token by token on the KV cache, yielding as tokens arrive.
 
     ``ids``: one sequence of token ids (yields one int per step) or a ragged batch, a list
@@ -213,8 +205,9 @@ def iter_ids(
     draws one of ``stop_ids`` (the stop id is *not* yielded, as in OpenAI's API) or after
     ``max_new_tokens`` tokens.
 
-    ``settings`` and the keyword arguments: see ``GenerationSettings`` (defaults: greedy, 50
-    tokens, stop at ``<|endoftext|>``); the keywords given override the fields of ``settings``.
+    ``settings`` and the keyword ``options`` (``temperature=``, ``top_k=``, ``seed=``, ...: the
+    fields of ``GenerationSettings``; defaults: greedy, 50 tokens, stop at ``<|endoftext|>``); the
+    options given override the fields of ``settings``.
     The repetition penalty of a row counts its own prompt and generated ids (never padding).
     ``seed``: None, an int or a Generator shared by all rows (each step draws one number per
     row, in row order, finished rows included, so rows never influence each other's stream),
@@ -229,10 +222,7 @@ def iter_ids(
     ``max_new_tokens`` exceeds ``model.config.n_ctx``; while iterating, if the model returns
     logits that are not finite (NaN or inf), naming the step.
     """
-    settings = _resolve(
-        settings, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-        repetition_penalty=repetition_penalty, seed=seed, stop_ids=stop_ids,
-    )
+    settings = _resolve(settings, max_new_tokens=max_new_tokens, **options)
     rows, single = _as_batch(ids, model.config.n_vocab)
     return _start(model, rows, single, settings, halted)
 
@@ -330,28 +320,13 @@ def _keep_rows(model, cache, keep: list[int]):
     return smaller
 
 
-def generate_ids(
-    model,
-    ids,
-    max_new_tokens=_UNSET,
-    temperature=_UNSET,
-    top_k=_UNSET,
-    top_p=_UNSET,
-    repetition_penalty=_UNSET,
-    seed=_UNSET,
-    stop_ids=_UNSET,
-    *,
-    settings: GenerationSettings | None = None,
-):
+def generate_ids(model, ids, max_new_tokens=_UNSET, *, settings: GenerationSettings | None = None, **options):
     """The new token ids: a list for one sequence, a list of lists for a batch.
 
     The stop id that ended a row is not included.  Same arguments as ``iter_ids``.
     Greedy decoding of a batch gives each row exactly what its prompt gives alone.
     """
-    settings = _resolve(
-        settings, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-        repetition_penalty=repetition_penalty, seed=seed, stop_ids=stop_ids,
-    )
+    settings = _resolve(settings, max_new_tokens=max_new_tokens, **options)
     rows, single = _as_batch(ids, model.config.n_vocab)
     steps = _start(model, rows, single, settings, None)
     if single:

@@ -298,31 +298,34 @@ class GPT2:
         targets = ids[:, 1:, None]  # [B, T-1, 1]
         return float(-np.take_along_axis(logp, targets, axis=-1).mean())
 
-    def generate_ids(self, ids, max_new_tokens: int | None = None, temperature: float | None = None, top_k=None,
-                     top_p=None, repetition_penalty=None, seed=None, stop_ids=None, *, settings=None):
+    def generate_ids(self, ids, max_new_tokens: int | None = None, *, settings=None, **options):
         """Continue ``ids`` by up to ``max_new_tokens`` tokens and return the new ids only.
 
         Calls :func:`gpt2np.generation.generate_ids` (see there): ids ``[T]`` -> a list of new
         ids; a ragged batch (list of sequences of any lengths) or ``[B, T]`` -> a list of lists.
-        ``settings`` is a :class:`gpt2np.generation.GenerationSettings`; the other arguments,
-        where not None, override its fields (None: the field of ``settings``, or its default).
-        Greedy and 50 tokens by default; each row stops at one of ``stop_ids`` (default
-        ``<|endoftext|>``; not returned) or after ``max_new_tokens``.  Runs on the KV cache.
+        ``settings`` is a :class:`gpt2np.generation.GenerationSettings`; ``options``
+        (``temperature=``, ``top_k=``, ``top_p=``, ``repetition_penalty=``, ``seed=``,
+        ``stop_ids=``) override its fields.  Greedy and 50 tokens by default; each row stops at
+        one of ``stop_ids`` (default ``<|endoftext|>``; not returned) or after
+        ``max_new_tokens``.  Runs on the KV cache.
         """
         from .generation import generate_ids
 
-        options = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                       repetition_penalty=repetition_penalty, seed=seed, stop_ids=stop_ids)
-        return generate_ids(self, ids, settings=settings, **{k: v for k, v in options.items() if v is not None})
+        if max_new_tokens is not None:
+            options["max_new_tokens"] = max_new_tokens
+        return generate_ids(self, ids, settings=settings, **options)
 
     def generate(self, ids, max_new_tokens: int, temperature: float = 0.0, top_k=None, top_p=None,
                  repetition_penalty=None, seed=None, stop_ids=None):
-        """Deprecated name of :meth:`generate_ids` (the same arguments); goes away in the next release."""
+        """Deprecated name of :meth:`generate_ids` (the old positional arguments; ``stop_ids=None``
+        means ``<|endoftext|>``); goes away in the next release."""
         import warnings
 
         warnings.warn("GPT2.generate is deprecated: use GPT2.generate_ids (the same arguments); "
                       "the old name goes away in the next release", DeprecationWarning, stacklevel=2)
-        return self.generate_ids(ids, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop_ids)
+        options = dict(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+                       seed=seed, stop_ids=stop_ids)
+        return self.generate_ids(ids, max_new_tokens, **{k: v for k, v in options.items() if v is not None})
 
     # ---- loading and saving: thin layers over gpt2np.formats and gpt2np.hub ----
     @classmethod

@@ -211,7 +211,8 @@ def test_model_generate_old_name_warns_and_still_works(tiny, small):
     with pytest.warns(DeprecationWarning, match="generate_ids"):
         old = small.generate([1, 2], 8, 0.9, None, 0.9, None, 3)
     assert old == small.generate_ids([1, 2], 8, temperature=0.9, top_p=0.9, seed=3)
-    assert old == small.generate_ids([1, 2], 8, 0.9, None, 0.9, None, 3)  # a pure rename
+    with pytest.raises(TypeError, match=r"unknown generation setting 'temprature'; expected max_new_tokens, temperature"):
+        small.generate_ids([1, 2], 8, temprature=0.9)  # settings by name only: a typo is caught
 
 
 def test_old_module_paths_warn_and_still_work(small):
