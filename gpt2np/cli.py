@@ -31,14 +31,15 @@ def _add_tokenize(sub) -> None:
         help="text -> GPT-2 token ids and their pieces (or ids -> text with --decode)",
         description="Show how GPT-2 tokenizes TEXT: one row per token with its id and the text "
         "(or bytes) it stands for.  With --decode, the arguments are token ids and the command "
-        "prints their text.  Without arguments, reads standard input.",
+        "prints their text.  Without arguments (or with -), reads standard input." + _TEXT_RULES,
     )
     p.add_argument("items", nargs="*", metavar="TEXT_OR_ID",
                    help="text to encode (several arguments are joined by spaces), or ids with --decode")
     p.add_argument("--decode", action="store_true", help="read the arguments as token ids and print their text")
     p.add_argument("--ids", action="store_true", help="print only the ids, separated by spaces")
-    p.add_argument("--allow-special", action="store_true",
-                   help="encode '<|endoftext|>' as the special token 50256 (default: as ordinary text)")
+    _special_arg(p)
+    # the old opt-in, now the default: still accepted so that scripts keep working
+    p.add_argument("--allow-special", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=_run_tokenize)
 
 
@@ -46,7 +47,7 @@ def _run_tokenize(args) -> int:
     from .tokenizer import Tokenizer
 
     tok = Tokenizer.gpt2()
-    text = " ".join(args.items) if args.items else _read_text_arg(None, "ids" if args.decode else "text")
+    text = _read_text(" ".join(args.items) if args.items else None, "ids" if args.decode else "text")
     if args.decode:
         ids = []
         for word in text.replace(",", " ").split():
@@ -56,7 +57,7 @@ def _run_tokenize(args) -> int:
                 raise CLIError(f"not a token id: {word!r} (ids are integers from 0 to {tok.n_vocab - 1})") from None
         sys.stdout.write(tok.decode(ids) + "\n")
         return 0
-    ids = tok.encode(text, allowed_special="all" if args.allow_special else set(), disallowed_special=())
+    ids = _encode(tok, text, args)
     if args.ids:
         print(" ".join(map(str, ids)))
         return 0
@@ -76,32 +77,48 @@ def _run_tokenize(args) -> int:
 # --- download / convert / info (weights issue) ----------------------------------
 def _is_size_name(spec: str) -> bool:
     """A size the hub knows: "124M", ..., or an alias ("gpt2-medium", "1.5B", ...), in any letter case."""
+    return _size_of(spec) is not None
+
+
+def _size_of(spec: str) -> str | None:
+    """The size ``spec`` names ("gpt2-medium" -> "355M"), or None."""
     from . import hub
 
     try:
-        hub.get_spec(spec)
+        return hub.get_spec(spec).size
     except hub.DownloadError:
-        return False
-    return True
+        return None
+
+
+DEFAULT_MODEL = "124M"  # the size the generation commands use without --model (never a path)
 
 
 def _weights_kind(spec: str) -> str:
     """What a weights argument names, the one dispatch of ``_read_weights`` and ``load_model_arg``:
-    "tf" (a checkpoint folder or its ``.index`` file), "safetensors", "npz", or "size" (a size
-    name, for the cache); a one-line CLIError for anything else."""
+    "size" (a size name or alias, for the cache), "tf" (a checkpoint folder or its ``.index``
+    file), "safetensors" or "npz"; a one-line CLIError for anything else.
+
+    A size name is the size even when a file or folder of that name is in the working folder
+    (one line on stderr says so): "124M" means the same thing in every folder, and ``./124M``
+    (any spelling with a folder separator) is the path."""
     import pathlib
 
     from .config import ALIASES, PRESETS
 
     path = pathlib.Path(spec)
+    if _is_size_name(spec):
+        if path.exists():
+            what = "folder" if path.is_dir() else "file"
+            print(f"gpt2np: {spec!r} is a size name and also a {what} here: using the size "
+                  f"{_size_of(spec)} (for the {what}, write ./{spec})",
+                  file=sys.stderr)
+        return "size"
     if path.is_dir() or path.suffix == ".index":
         return "tf"
     if path.suffix in (".safetensors", ".npz"):
         return path.suffix[1:]
     if path.exists():
         raise CLIError(f"{spec}: unknown kind of file (expected a TF checkpoint folder, .safetensors or .npz)")
-    if _is_size_name(spec):
-        return "size"
     raise CLIError(f"{spec}: no such file or folder, and not a known size ({', '.join(PRESETS)}) "
                    f"or alias ({', '.join(ALIASES)})")
 
@@ -125,18 +142,21 @@ def _read_weights(spec: str, verify: bool = True, hparams: dict | None = None):
     return f"cached {hub.get_spec(spec).size} ({npz})", *formats.load_npz(npz)
 
 
-def load_model_arg(spec, base_url=None):
+def load_model_arg(spec=None, base_url=None):
     """Turn a ``--model`` argument into a GPT2.
 
     ``spec`` is a size name or alias ("124M", "gpt2-medium", "1.5b", ..., in any letter case;
     downloaded and converted once into the cache), a TensorFlow checkpoint folder (or its
     ``.index`` file), a ``.safetensors`` file or an ``.npz`` written by ``gpt2np convert`` /
-    ``GPT2.save``.
+    ``GPT2.save``.  A size name is the size even if a path of that name exists (see
+    ``_weights_kind``).  None (no ``--model``) is the size ``DEFAULT_MODEL``.
     """
     import pathlib
 
     from .model import GPT2
 
+    if spec is None:
+        return GPT2.from_pretrained(DEFAULT_MODEL, base_url=base_url)
     spec = str(spec)
     kind, path = _weights_kind(spec), pathlib.Path(spec)
     if kind == "tf":
@@ -213,15 +233,14 @@ def _run_convert(args):
 def _hparams_arg(path: str | None) -> dict | None:
     """The checked contents of an ``--hparams`` JSON file (None when the option is not given)."""
     import json
-    import pathlib
 
     from . import formats
 
     if path is None:
         return None
     try:
-        hparams = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        hparams = json.loads(_read_text(path, "hparams", file=True))
+    except json.JSONDecodeError as err:
         raise CLIError(f"{path}: not a JSON hparams file ({err})") from None
     return formats.check_hparams(hparams, path)
 
@@ -252,26 +271,23 @@ def _run_info(args):
 
 
 # --- generate / summarize / translate / answer / score (generation issue) -------
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
+def _int_at_least(low: int):
+    """argparse type: an integer >= low."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {value}")
+        return value
+
+    return parse
 
 
-def _nonnegative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
-    return value
+_positive_int = _int_at_least(1)
+_nonnegative_int = _int_at_least(0)
 
 
 def _float_in(low: float, high: float | None, low_open: bool, what: str):
@@ -306,9 +322,11 @@ def _unescape(text: str) -> str:
 
 
 def _gen_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="124M",
-                   help="a size (124M, 355M, 774M, 1558M; downloaded once), a folder with a TF checkpoint, "
-                        "a .safetensors or an .npz file (default: 124M)")
+    p.add_argument("--model", default=None,
+                   help="a size (124M, 355M, 774M, 1558M, or an alias such as gpt2-medium; downloaded once), "
+                        "a folder with a TF checkpoint, a .safetensors or an .npz file (default: the size "
+                        f"{DEFAULT_MODEL}; a size name means the size even if a file or folder of that name "
+                        f"is here: write ./{DEFAULT_MODEL} for that)")
     p.add_argument("--base-url", default=None, help="download mirror for the sizes (default: $GPT2NP_BASE_URL or OpenAI)")
 
 
@@ -327,39 +345,78 @@ def _generation_model(args):
     """The model named by --model (a size, TF folder, .safetensors or .npz; see load_model_arg)."""
     model = load_model_arg(args.model, base_url=args.base_url)
     if model.config.n_vocab < 50257:  # the commands speak text through GPT-2's tokenizer
-        raise CLIError(f"{args.model}: the model knows {model.config.n_vocab} tokens, but GPT-2's tokenizer "
-                       f"has 50257; this command needs a model with GPT-2's vocabulary")
+        raise CLIError(f"{args.model or DEFAULT_MODEL}: the model knows {model.config.n_vocab} tokens, but "
+                       f"GPT-2's tokenizer has 50257; this command needs a model with GPT-2's vocabulary")
     return model
 
 
-def _read_text_arg(value: str | None, what: str) -> str:
-    """A command-line text, or standard input when it is omitted or "-"."""
+# --- text in: one policy for every command that reads text ---------------------------------
+# Text is UTF-8, whether it comes as an argument, a file or standard input; a leading byte-order
+# mark is skipped, nothing else is changed (line ends stay as they are), and anything that is not
+# UTF-8 is refused, naming where it came from and the byte offset.  "<|endoftext|>" in the text is
+# GPT-2's document separator, the special token 50256 (as in its training data and in
+# `gpt2np train`), unless --special-as-text; the Python API's Tokenizer.encode keeps tiktoken's rule.
+_TEXT_RULES = ("  Text is UTF-8 (anything else is refused, naming the byte offset); '<|endoftext|>' "
+               "in it is GPT-2's document separator, token 50256, unless --special-as-text.")
+
+
+def _special_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--special-as-text", action="store_true",
+                   help="read '<|endoftext|>' in the text as ordinary characters (default: the special "
+                        "token 50256, GPT-2's document separator)")
+
+
+def _encode(tok, text: str, args) -> list[int]:
+    """``text`` as token ids under the commands' rule for '<|endoftext|>' (see _special_arg)."""
+    return tok.encode_ordinary(text) if args.special_as_text else tok.encode(text, allowed_special="all")
+
+
+def _read_text(value: str | None, what: str, *, file: bool = False) -> str:
+    """The one way the commands read text: the argument ``value`` itself, or with ``file`` the
+    file it names; None or "-" is standard input.  ``what`` names it in errors ("prompt")."""
     if value is None or value == "-":
-        if sys.stdin is None or sys.stdin.isatty():
+        stdin = sys.stdin
+        if stdin is None or stdin.isatty():
             raise CLIError(f"give the {what} as an argument or pipe it on standard input")
-        return sys.stdin.read()
-    return value
+        buffer = getattr(stdin, "buffer", None)  # bytes, so that the decoding is ours
+        data = buffer.read() if buffer is not None else _argument_bytes(stdin.read())
+        return _utf8(data, f"the {what} on standard input")
+    if file:
+        try:
+            with open(value, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise CLIError(f"{what} file {value}: no such file") from None
+        return _utf8(data, f"{what} file {value}")
+    return _utf8(_argument_bytes(value), f"the {what} argument")
 
 
-def _read_file_arg(path: str, what: str) -> str:
-    """The text of a UTF-8 file, or standard input for "-"."""
-    if path == "-":
-        return _read_text_arg(None, what)
+def _argument_bytes(text: str) -> bytes:
+    """The bytes behind a str from the command line (Python keeps bytes that are not UTF-8 as
+    lone surrogates, U+DC80-U+DCFF) or from a text stream."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise CLIError(f"{what} file {path}: no such file") from None
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # other lone surrogates (only from Python callers): not UTF-8 either
+        return text.encode("utf-8", "surrogatepass")
+
+
+def _utf8(data: bytes, where: str) -> str:
+    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        return data[bom:].decode("utf-8")
     except UnicodeDecodeError as err:
-        raise CLIError(f"{what} file {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        raise CLIError(f"{where}: not UTF-8 text ({err.reason} at byte {err.start + bom}); "
+                       "convert it first, e.g. with iconv -t utf-8") from None
 
 
+# --- the commands ---------------------------------------------------------------------------
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="continue a prompt",
-                       description="Continue PROMPT (or standard input) with GPT-2.")
+                       description="Continue PROMPT (or standard input) with GPT-2." + _TEXT_RULES)
     p.add_argument("prompt", nargs="?", default=None, help='the prompt text ("-" or omitted: read standard input)')
     _gen_model_args(p)
     _gen_sampling_args(p)
+    _special_arg(p)
     p.add_argument("--stop", action="append", default=None, metavar="TEXT", type=_unescape,
                    help=r"end the text before this string (repeatable; \n, \t and \\ are understood)")
     p.add_argument("--no-stream", dest="stream", action="store_false", help="print the text only when it is complete")
@@ -371,12 +428,13 @@ def _run_generate(args) -> int:
     from .generation import GenerationSettings, generate_text
     from .tokenizer import Tokenizer
 
-    prompt = _read_text_arg(args.prompt, "prompt")
+    prompt = _read_text(args.prompt, "prompt")
     tok = Tokenizer.gpt2()
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                   top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
                                   seed=args.seed, stop_ids=(tok.eot_token,))
-    out = generate_text(_generation_model(args), tok, prompt, stop=args.stop, stream=args.stream, settings=settings)
+    out = generate_text(_generation_model(args), tok, prompt, stop=args.stop, stream=args.stream, settings=settings,
+                        special_tokens=not args.special_as_text)
     printed = False
     try:
         if args.echo:
@@ -393,87 +451,93 @@ def _run_generate(args) -> int:
     return 0
 
 
-def _add_summarize(sub) -> None:
-    p = sub.add_parser("summarize", help='summarize an article ("TL;DR:")',
-                       description="Summarize an article as in the GPT-2 paper: article + "
-                                   "'TL;DR:', top-k 2 sampling, 100 tokens, first 3 sentences.")
-    p.add_argument("file", nargs="?", default="-", help="the article (a UTF-8 text file; - = standard input)")
+def _task_parser(sub, name: str, run, text: str, max_new_tokens: int, help: str, description: str,
+                 examples: str | None = None, text_help: str | None = None):
+    """The parser of a task command: its ``text`` argument ("-" or omitted: standard input), the
+    model, --max-new-tokens, --special-as-text, and --examples (help ``examples``) if given."""
+    p = sub.add_parser(name, help=help, description=description + _TEXT_RULES)
+    p.add_argument(text, nargs="?", default=None, help=text_help or f'the {text} ("-" or omitted: standard input)')
     _gen_model_args(p)
-    p.add_argument("--max-new-tokens", type=_positive_int, default=100, help="tokens to generate (default: 100)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=max_new_tokens,
+                   help=f"tokens to generate (default: {max_new_tokens})")
+    _special_arg(p)
+    if examples:
+        p.add_argument("--examples", default=None, metavar="FILE", help=examples)
+    p.set_defaults(func=run)
+    return p
+
+
+def _run_task(args, task, text: str, **options) -> int:
+    """Print ``task(model, tokenizer, text, ...)`` with the options every task command shares."""
+    from .tokenizer import Tokenizer
+
+    if getattr(args, "examples", None) is not None:
+        from .tasks import load_pairs
+
+        options["examples"] = load_pairs(args.examples, text=_read_text(args.examples, "examples", file=True))
+    print(task(_generation_model(args), Tokenizer.gpt2(), text, max_new_tokens=args.max_new_tokens,
+               special_tokens=not args.special_as_text, **options))
+    return 0
+
+
+def _add_summarize(sub) -> None:
+    p = _task_parser(sub, "summarize", _run_summarize, "article", 100, help='summarize an article ("TL;DR:")',
+                     description="Summarize an article as in the GPT-2 paper: article + "
+                                 "'TL;DR:', top-k 2 sampling, 100 tokens, first 3 sentences.",
+                     text_help='a text file holding the article ("-" or omitted: standard input)')
     p.add_argument("--top-k", type=_positive_int, default=2, help="top-k sampling (default: 2)")
     p.add_argument("--temperature", type=_temperature, default=1.0, help="(default: 1)")
     p.add_argument("--sentences", type=_positive_int, default=3, help="sentences to keep (default: 3)")
     p.add_argument("--seed", type=_nonnegative_int, default=None, help="random seed")
-    p.set_defaults(func=_run_summarize)
 
 
 def _run_summarize(args) -> int:
     from .tasks import summarize
-    from .tokenizer import Tokenizer
 
-    article = _read_file_arg(args.file, "article")
-    print(summarize(_generation_model(args), Tokenizer.gpt2(), article, max_new_tokens=args.max_new_tokens,
-                    top_k=args.top_k, temperature=args.temperature, sentences=args.sentences, seed=args.seed))
-    return 0
+    return _run_task(args, summarize, _read_text(args.article, "article", file=True), top_k=args.top_k,
+                     temperature=args.temperature, sentences=args.sentences, seed=args.seed)
 
 
 def _add_translate(sub) -> None:
-    p = sub.add_parser("translate", help="translate a sentence (English to French by default)",
-                       description="Translate as in the GPT-2 paper: example lines "
-                                   "'english = french', then 'SENTENCE =', greedy, first line.")
-    p.add_argument("sentence", nargs="?", default=None, help='the sentence ("-" or omitted: standard input)')
-    _gen_model_args(p)
-    p.add_argument("--examples", default=None, metavar="FILE",
-                   help="example pairs (.tsv: source<TAB>target per line, or .json list of pairs)")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="(default: 64)")
-    p.set_defaults(func=_run_translate)
+    _task_parser(sub, "translate", _run_translate, "sentence", 64,
+                 help="translate a sentence (English to French by default)",
+                 description="Translate as in the GPT-2 paper: example lines "
+                             "'english = french', then 'SENTENCE =', greedy, first line.",
+                 examples="example pairs (.tsv: source<TAB>target per line, or .json list of pairs)")
 
 
 def _run_translate(args) -> int:
-    from .tasks import load_pairs, translate
-    from .tokenizer import Tokenizer
+    from .tasks import translate
 
-    sentence = _read_text_arg(args.sentence, "sentence")
-    examples = None if args.examples is None else load_pairs(args.examples)
-    print(translate(_generation_model(args), Tokenizer.gpt2(), sentence, examples=examples,
-                    max_new_tokens=args.max_new_tokens))
-    return 0
+    return _run_task(args, translate, _read_text(args.sentence, "sentence"))
 
 
 def _add_answer(sub) -> None:
-    p = sub.add_parser("answer", help="answer a question (optionally about a document)",
-                       description="Answer as in the GPT-2 paper: document, example Q/A pairs, "
-                                   "'Q: QUESTION A:', greedy, first line.")
-    p.add_argument("question", nargs="?", default=None, help='the question ("-" or omitted: standard input)')
-    _gen_model_args(p)
+    p = _task_parser(sub, "answer", _run_answer, "question", 32, help="answer a question (optionally about a document)",
+                     description="Answer as in the GPT-2 paper: document, example Q/A pairs, "
+                                 "'Q: QUESTION A:', greedy, first line.",
+                     examples="example question/answer pairs (.tsv or .json, as for translate)")
     p.add_argument("--document", default=None, metavar="FILE", help="a text the question is about")
-    p.add_argument("--examples", default=None, metavar="FILE",
-                   help="example question/answer pairs (.tsv or .json, as for translate)")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=32, help="(default: 32)")
-    p.set_defaults(func=_run_answer)
 
 
 def _run_answer(args) -> int:
-    from .tasks import answer, load_pairs
-    from .tokenizer import Tokenizer
+    from .tasks import answer
 
-    question = _read_text_arg(args.question, "question")
-    document = None if args.document is None else _read_file_arg(args.document, "document")
-    examples = None if args.examples is None else load_pairs(args.examples)
-    print(answer(_generation_model(args), Tokenizer.gpt2(), question, document=document, examples=examples,
-                 max_new_tokens=args.max_new_tokens))
-    return 0
+    question = _read_text(args.question, "question")
+    document = None if args.document is None else _read_text(args.document, "document", file=True)
+    return _run_task(args, answer, question, document=document)
 
 
 def _add_score(sub) -> None:
     p = sub.add_parser("score", help="perplexity of a text file (sliding window)",
                        description="Token count, mean negative log-likelihood and perplexity "
-                                   "of FILE, with the sliding window of transformers' guide.")
+                                   "of FILE, with the sliding window of transformers' guide." + _TEXT_RULES)
     p.add_argument("file", help="a UTF-8 text file (- = standard input)")
     _gen_model_args(p)
     p.add_argument("--max-length", type=_positive_int, default=None, help="window length (default: n_ctx)")
     p.add_argument("--stride", type=_positive_int, default=None,
                    help="tokens between window starts (default: min(512, window length))")
+    _special_arg(p)
     p.set_defaults(func=_run_score)
 
 
@@ -481,8 +545,7 @@ def _run_score(args) -> int:
     from .scoring import perplexity
     from .tokenizer import Tokenizer
 
-    text = _read_file_arg(args.file, "text")
-    ids = Tokenizer.gpt2().encode(text, allowed_special="all")
+    ids = _encode(Tokenizer.gpt2(), _read_text(args.file, "text", file=True), args)
     if len(ids) < 2:
         raise CLIError(f"{args.file}: {len(ids)} token(s); scoring needs at least 2")
     result = perplexity(_generation_model(args), ids, max_length=args.max_length, stride=args.stride)

@@ -59,7 +59,8 @@ class ModelSpec:
     """One downloadable size.
 
     files: the checkpoint files to fetch (the ``.meta`` graph is not needed), name -> exact byte size,
-    or None when only an approximate size is known (``approx_sizes``; never enforced).
+    or None when no size is certain: an approximate one is in ``approx_sizes`` (never enforced);
+    ``hparams.json`` and ``checkpoint`` have none, they are checked by their content.
     sha256: files with a known digest.  hparams: what ``hparams.json`` must say.
     hf_repo / hf_revision / hf_size / hf_sha256: Hugging Face's ``model.safetensors`` (second source).
     """
@@ -75,23 +76,24 @@ class ModelSpec:
     hf_sha256: str | None = None
 
 
-def _openai(size, index, data, hparams_bytes, approx=None, **hf):
-    files = {"checkpoint": 77, "encoder.json": 1_042_301, "hparams.json": hparams_bytes,
+def _openai(size, index, data, approx=None, **hf):
+    # hparams.json and checkpoint: no size (checked by content, see _BY_CONTENT)
+    files = {"checkpoint": None, "encoder.json": 1_042_301, "hparams.json": None,
              "model.ckpt.index": index, "model.ckpt.data-00000-of-00001": data, "vocab.bpe": 456_318}
     return ModelSpec(size, PRESETS[size].to_dict(), files, approx or {}, dict(TOKENIZER_SHA256), **hf)
 
 
 # Keyed by the sizes of gpt2np.config (their hparams are its PRESETS); file sizes from docs/formats.md.
-# 774M/1558M index and hparams sizes are calculated, not observed: approximate.
+# 774M/1558M index sizes are calculated, not observed: approximate.
 MODELS: dict[str, ModelSpec] = {
-    "124M": _openai("124M", 5_215, 497_759_232, 90, hf_repo="openai-community/gpt2",
+    "124M": _openai("124M", 5_215, 497_759_232, hf_repo="openai-community/gpt2",
                     hf_revision="607a30d783dfa663caf39e06633721c8d4cfcd7e", hf_size=548_105_171,
                     hf_sha256="248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707"),
-    "355M": _openai("355M", 10_399, 1_419_292_672, 91, hf_repo="openai-community/gpt2-medium"),
-    "774M": _openai("774M", None, 3_096_120_320, None,
-                    approx={"model.ckpt.index": 15_535, "hparams.json": 91}, hf_repo="openai-community/gpt2-large"),
-    "1558M": _openai("1558M", None, 6_230_444_800, None,
-                     approx={"model.ckpt.index": 20_724, "hparams.json": 91}, hf_repo="openai-community/gpt2-xl"),
+    "355M": _openai("355M", 10_399, 1_419_292_672, hf_repo="openai-community/gpt2-medium"),
+    "774M": _openai("774M", None, 3_096_120_320, approx={"model.ckpt.index": 15_535},
+                    hf_repo="openai-community/gpt2-large"),
+    "1558M": _openai("1558M", None, 6_230_444_800, approx={"model.ckpt.index": 20_724},
+                     hf_repo="openai-community/gpt2-xl"),
 }
 
 

@@ -101,8 +101,9 @@ def first_line(text: str) -> str:
     return text.split("\n", 1)[0].strip()
 
 
-def load_pairs(path) -> list[tuple[str, str]]:
-    """Example pairs from a file.
+def load_pairs(path, text: str | None = None) -> list[tuple[str, str]]:
+    """Example pairs from a file (or from ``text``, the file's contents already read; ``path``
+    then only names it and gives its kind).
 
     - ``.json``: a list whose items are ``[first, second]`` lists or objects with exactly two
       string values (e.g. ``{"en": ..., "fr": ...}`` or ``{"q": ..., "a": ...}``), in order;
@@ -110,7 +111,8 @@ def load_pairs(path) -> list[tuple[str, str]]:
       empty lines and lines starting with ``#`` are skipped.
     """
     path = pathlib.Path(path)
-    text = path.read_text(encoding="utf-8")
+    if text is None:
+        text = path.read_text(encoding="utf-8")
     pairs = []
     if path.suffix.lower() == ".json":
         try:
@@ -159,28 +161,31 @@ def _check_pairs(pairs, what: str) -> list[tuple[str, str]]:
 
 
 def summarize(model, tokenizer, article: str, max_new_tokens: int = 100, top_k: int = 2,
-              temperature: float = 1.0, sentences: int = 3, seed=None) -> str:
+              temperature: float = 1.0, sentences: int = 3, seed=None, special_tokens: bool = True) -> str:
     """Summarize ``article``: ``article + "\\nTL;DR:"``, top-k sampling with k = 2 for 100
-    tokens, and the first 3 generated sentences (the paper's settings)."""
+    tokens, and the first 3 generated sentences (the paper's settings).  ``special_tokens`` as
+    in ``generate_text`` (for every task): True reads ``<|endoftext|>`` in the text as GPT-2's
+    document separator, False as ordinary text."""
     text = generate_text(model, tokenizer, summary_prompt(article), max_new_tokens=max_new_tokens,
-                         temperature=temperature, top_k=top_k, seed=seed)
+                         temperature=temperature, top_k=top_k, seed=seed, special_tokens=special_tokens)
     return first_sentences(text, sentences)
 
 
-def translate(model, tokenizer, sentence: str, examples=None, max_new_tokens: int = 64) -> str:
+def translate(model, tokenizer, sentence: str, examples=None, max_new_tokens: int = 64,
+              special_tokens: bool = True) -> str:
     """Translate ``sentence`` as the example pairs do (default: English to French): greedy,
     up to the first newline."""
     text = generate_text(model, tokenizer, translation_prompt(sentence, examples),
-                         max_new_tokens=max_new_tokens, stop="\n")
+                         max_new_tokens=max_new_tokens, stop="\n", special_tokens=special_tokens)
     return first_line(text)
 
 
 def answer(model, tokenizer, question: str, document: str | None = None, examples=None,
-           max_new_tokens: int = 32) -> str:
+           max_new_tokens: int = 32, special_tokens: bool = True) -> str:
     """Answer ``question`` (about ``document`` if given) in the short style of the example
     pairs: greedy, up to the first newline."""
     text = generate_text(model, tokenizer, qa_prompt(question, document, examples),
-                         max_new_tokens=max_new_tokens, stop="\n")
+                         max_new_tokens=max_new_tokens, stop="\n", special_tokens=special_tokens)
     return first_line(text)
 
 

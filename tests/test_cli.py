@@ -80,7 +80,7 @@ def test_file_errors_name_the_file_once(capsys, tmp_path):
     missing = tmp_path / "missing.json"
     code = main(["convert", str(tmp_path), "-o", str(tmp_path / "m.npz"), "--hparams", str(missing)])
     err = capsys.readouterr().err
-    assert code == 1 and err == f"gpt2np convert: error: {missing}: No such file or directory\n"
+    assert code == 1 and err == f"gpt2np convert: error: hparams file {missing}: no such file\n"
     (tmp_path / "bad.json").write_text("{not json")
     code = main(["info", str(tmp_path), "--hparams", str(tmp_path / "bad.json")])
     err = capsys.readouterr().err

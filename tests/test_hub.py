@@ -225,7 +225,7 @@ def test_registry_matches_formats_doc():
     """Sizes from docs/formats.md; exact where observed, None (approximate) where only calculated."""
     s = hub.MODELS["124M"]
     assert s.files["model.ckpt.data-00000-of-00001"] == 124_439_808 * 4
-    assert s.files["model.ckpt.index"] == 5215 and s.files["hparams.json"] == 90
+    assert s.files["model.ckpt.index"] == 5215
     assert hub.MODELS["355M"].files["model.ckpt.data-00000-of-00001"] == 354_823_168 * 4
     assert hub.MODELS["774M"].files["model.ckpt.data-00000-of-00001"] == 774_030_080 * 4
     assert hub.MODELS["1558M"].files["model.ckpt.data-00000-of-00001"] == 1_557_611_200 * 4
@@ -235,6 +235,30 @@ def test_registry_matches_formats_doc():
         d, L = spec.hparams["n_embd"], spec.hparams["n_layer"]
         n = 50257 * d + 1024 * d + L * (12 * d * d + 13 * d) + 2 * d
         assert spec.files["model.ckpt.data-00000-of-00001"] == 4 * n
+
+
+def test_registry_claims_no_size_for_the_files_checked_by_content():
+    """hparams.json and the checkpoint state file are checked by what they say: the registry
+    holds no (calculated) size for them, exact or approximate (issue 15)."""
+    for spec in hub.MODELS.values():
+        for name in ("hparams.json", "checkpoint"):
+            assert name in spec.files and spec.files[name] is None, (spec.size, name)
+            assert name not in spec.approx_sizes, (spec.size, name)
+
+
+def test_hparams_json_without_a_registry_size_is_checked_by_content(server, tiny, monkeypatch, tmp_path):
+    """As in the real registry (no size for hparams.json): other spacing is the same file, other
+    values are refused, naming the file and the size."""
+    import json
+
+    spec = hub.ModelSpec("tiny", TINY_HP, {**tiny.files, "hparams.json": None, "checkpoint": None},
+                         sha256=tiny.sha256)
+    monkeypatch.setitem(hub.MODELS, "tiny", spec)
+    server.files["/tiny/hparams.json"] = json.dumps(TINY_HP, indent=4).encode() + b"\n\n"
+    check_npz(fetch(server, tmp_path))
+    server.files["/tiny/hparams.json"] = json.dumps({**TINY_HP, "n_layer": 3}).encode()
+    with pytest.raises(WeightsError, match=r"hparams\.json says .*n_layer.: 3.*expected .* for tiny"):
+        fetch(server, tmp_path / "other")
 
 
 def test_registry_tokenizer_files_match_the_bundled_assets():

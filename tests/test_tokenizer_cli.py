@@ -35,8 +35,11 @@ def test_tokenize_shows_bytes_of_partial_characters(capsys):
 
 def test_tokenize_ids_only_and_special(capsys):
     assert run(["tokenize", "--ids", "Hello", "world"], capsys)[1] == "15496 995\n"
-    assert run(["tokenize", "--ids", "a<|endoftext|>"], capsys)[1] == "64 27 91 437 1659 5239 91 29\n"
-    assert run(["tokenize", "--ids", "--allow-special", "a<|endoftext|>"], capsys)[1] == "64 50256\n"
+    # <|endoftext|> is the special token by default, as in generate and the tasks (issue 15) ...
+    assert run(["tokenize", "--ids", "a<|endoftext|>"], capsys)[1] == "64 50256\n"
+    assert run(["tokenize", "--ids", "--allow-special", "a<|endoftext|>"], capsys)[1] == "64 50256\n"  # the old opt-in
+    # ... and ordinary text with --special-as-text
+    assert run(["tokenize", "--ids", "--special-as-text", "a<|endoftext|>"], capsys)[1] == "64 27 91 437 1659 5239 91 29\n"
 
 
 def test_tokenize_reads_stdin(capsys, monkeypatch):

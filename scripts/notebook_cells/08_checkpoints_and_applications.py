@@ -9,7 +9,8 @@
 #
 # We use the tiny checkpoint in `tests/fixtures/tf_tiny/gpt2`, written by TensorFlow itself with
 # GPT-2's tensor names (vocabulary 20, $d = 8$, 2 blocks). OpenAI's 124M checkpoint has exactly the
-# same structure, only bigger.
+# same structure, only bigger. The fixtures are found beside the `gpt2np` package of this checkout,
+# or else in the working folder or a folder above it, so the notebook runs from any folder.
 
 # %%
 SETUP
@@ -22,7 +23,17 @@ import tempfile
 from gpt2np import formats
 from gpt2np.formats import protobuf, sstable
 
-folder = pathlib.Path("../tests/fixtures/tf_tiny/gpt2")
+def find_fixtures():
+    """The repository's tests/fixtures: beside the gpt2np package (a checkout, or `pip install -e`),
+    else in the working folder or one above it."""
+    here = pathlib.Path.cwd().resolve()
+    for root in [pathlib.Path(gpt2np.__file__).resolve().parent.parent, here, *here.parents]:
+        if (root / "tests" / "fixtures" / "tf_tiny").is_dir():
+            return root / "tests" / "fixtures"
+    raise FileNotFoundError("tests/fixtures not found: this notebook needs a checkout of the gpt2np repository")
+
+FIXTURES = find_fixtures()
+folder = FIXTURES / "tf_tiny" / "gpt2"
 for f in sorted(folder.iterdir()):
     print(f"{f.name:32} {f.stat().st_size:6d} bytes")
 print("\nhparams.json:", json.loads((folder / "hparams.json").read_text()))
@@ -200,7 +211,7 @@ print("decoded:", by_hand)
 # fixture (`gpt2_expected.npz`, made by `scripts/make_tf_fixture.py`).
 
 # %%
-expected = np.load("../tests/fixtures/tf_tiny/gpt2_expected.npz")
+expected = np.load(FIXTURES / "tf_tiny" / "gpt2_expected.npz")
 library = formats.read_bundle(folder / "model.ckpt")
 rows = []
 print(f"{'name':28} {'dtype':>5} {'shape':>9} {'offset':>6} {'size':>5}")
@@ -280,14 +291,15 @@ print("logits of the reloaded model are identical:", tiny(ids)[-1, :5])
 # then the bytes. `GPT2.from_safetensors` reads it; here is the header by hand:
 
 # %%
-st = pathlib.Path("../tests/fixtures/st_tiny/gpt2.safetensors").read_bytes()
+st_path = FIXTURES / "st_tiny" / "gpt2.safetensors"
+st = st_path.read_bytes()
 n = struct.unpack("<Q", st[:8])[0]
 header = json.loads(st[8:8 + n])
 name0 = next(k for k in header if k != "__metadata__")
 print(f"header of {n} bytes, {len(header)} entries; e.g. {name0}: {header[name0]}")
 start, stop = header[name0]["data_offsets"]
 arr = np.frombuffer(st[8 + n + start:8 + n + stop], dtype="<f4").reshape(header[name0]["shape"])
-np.testing.assert_array_equal(arr, formats.read_safetensors("../tests/fixtures/st_tiny/gpt2.safetensors")[name0])
+np.testing.assert_array_equal(arr, formats.read_safetensors(st_path)[name0])
 
 # %% [markdown]
 # ## 7. Zero-shot tasks
