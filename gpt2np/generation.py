@@ -422,26 +422,12 @@ def _prompt_ids(tokenizer, prompt: str, special_tokens: bool) -> list[int]:
     return ids or [tokenizer.eot_token]  # unconditional sampling starts from <|endoftext|>
 
 
-def generate_text(
-    model,
-    tokenizer,
-    prompt,
-    max_new_tokens=_UNSET,
-    temperature=_UNSET,
-    top_k=_UNSET,
-    top_p=_UNSET,
-    repetition_penalty=_UNSET,
-    seed=_UNSET,
-    stop=None,
-    stream: bool = False,
-    special_tokens: bool = True,
-    *,
-    settings: GenerationSettings | None = None,
-):
+def generate_text(model, tokenizer, prompt, max_new_tokens=_UNSET, *, stop=None, stream: bool = False,
+                  special_tokens: bool = True, settings: GenerationSettings | None = None, **options):
     """Continue ``prompt`` with up to ``max_new_tokens`` tokens; return only the new text.
 
-    - ``settings`` and the keyword arguments as in ``iter_ids`` (see ``GenerationSettings``):
-      greedy and 50 tokens by default.  Without ``settings`` the stop id is the tokenizer's
+    - ``settings`` and the keyword ``options`` (``temperature=``, ``top_p=``, ``seed=``, ...) as
+      in ``iter_ids`` (see ``GenerationSettings``): greedy and 50 tokens by default.  Without ``settings`` the stop id is the tokenizer's
       ``<|endoftext|>``; with it, ``settings.stop_ids``.
     - With ``special_tokens=True`` (default) the text ``<|endoftext|>`` in a prompt becomes
       the document separator token, as in GPT-2's training data; ``False`` encodes it as
@@ -459,10 +445,8 @@ def generate_text(
     Errors (bad settings, prompt too long for the context) are raised at the call, before
     any work, also with ``stream=True``; logits that are not finite raise while generating.
     """
-    settings = _resolve(
-        settings, GenerationSettings(stop_ids=(tokenizer.eot_token,)), max_new_tokens=max_new_tokens,
-        temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, seed=seed,
-    )
+    settings = _resolve(settings, GenerationSettings(stop_ids=(tokenizer.eot_token,)),
+                        max_new_tokens=max_new_tokens, **options)
     stops = _stop_strings(stop)
     if isinstance(prompt, (list, tuple)):
         if stream:
