@@ -76,12 +76,10 @@ def parse_version_def(buf: bytes, what: str = "VersionDef") -> dict:
     """VersionDef: 1 producer, 2 min_consumer, 3 bad_consumers (repeated int32, packed or not)."""
     out = {"producer": 0, "min_consumer": 0, "bad_consumers": []}
     for field, wt, value in iter_fields(buf, what):
-        if field == 1:
-            _expect(wt, 0, what, "producer")
-            out["producer"] = to_int64(value)
-        elif field == 2:
-            _expect(wt, 0, what, "min_consumer")
-            out["min_consumer"] = to_int64(value)
+        if field in (1, 2):
+            name = ("producer", "min_consumer")[field - 1]
+            _expect(wt, 0, what, name)
+            out[name] = to_int64(value)
         elif field == 3:
             if wt == 0:
                 out["bad_consumers"].append(to_int64(value))
