@@ -279,13 +279,18 @@ class Server:
 
 
 @pytest.fixture
-def tiny(monkeypatch, tmp_path):
-    """Register the fake size "tiny" with exact sizes and a sha256 for vocab.bpe; isolate the env."""
+def tiny(monkeypatch, tmp_path_factory):
+    """Register the fake size "tiny" with exact sizes and a sha256 for vocab.bpe; isolate the env.
+
+    ``GPT2NP_HOME`` points at a fresh folder of its own (outside the test's ``tmp_path``), as
+    conftest.py's fixture does: a test that forgets ``cache_dir`` writes there, never to the
+    user's cache.  The mirror and offline variables are cleared."""
     files = tiny_files()
     spec = hub.ModelSpec("tiny", TINY_HP, {k: len(v) for k, v in files.items()},
                          sha256={"vocab.bpe": hashlib.sha256(VOCAB).hexdigest()})
     monkeypatch.setitem(hub.MODELS, "tiny", spec)
-    for var in ("GPT2NP_HOME", "GPT2NP_BASE_URL", "GPT2NP_OFFLINE", "XDG_CACHE_HOME"):
+    monkeypatch.setenv("GPT2NP_HOME", str(tmp_path_factory.mktemp("gpt2np-home")))
+    for var in ("GPT2NP_BASE_URL", "GPT2NP_OFFLINE", "XDG_CACHE_HOME"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(hub.time, "sleep", lambda s: None)  # no real backoff waits in tests
     return spec
