@@ -76,14 +76,18 @@ def _run_tokenize(args) -> int:
 
 # --- download / convert / info (weights issue) ----------------------------------
 def _is_size_name(spec: str) -> bool:
-    """A size the hub knows: "124M", ..., or an alias ("gpt2-medium", "1.5B", ...), in any letter case."""
+    """A size the hub knows: "124M", ..., or an alias ("gpt2-medium", "1.5B", ...), in any letter
+    case; or the bundled model ("gpt2np-mini", "mini", "bundled"), which is package data."""
     return _size_of(spec) is not None
 
 
 def _size_of(spec: str) -> str | None:
-    """The size ``spec`` names ("gpt2-medium" -> "355M"), or None."""
+    """The size ``spec`` names ("gpt2-medium" -> "355M", "mini" -> "gpt2np-mini"), or None."""
     from . import hub
+    from .config import BUNDLED_MODEL, is_bundled
 
+    if is_bundled(spec) and spec not in hub.MODELS:
+        return BUNDLED_MODEL
     try:
         return hub.get_spec(spec).size
     except hub.DownloadError:
@@ -103,7 +107,7 @@ def _weights_kind(spec: str) -> str:
     (any spelling with a folder separator) is the path."""
     import pathlib
 
-    from .config import ALIASES, PRESETS
+    from .config import ALIASES, BUNDLED_MODEL, OPENAI_SIZES
 
     path = pathlib.Path(spec)
     if _is_size_name(spec):
@@ -119,17 +123,25 @@ def _weights_kind(spec: str) -> str:
         return path.suffix[1:]
     if path.exists():
         raise CLIError(f"{spec}: unknown kind of file (expected a TF checkpoint folder, .safetensors or .npz)")
-    raise CLIError(f"{spec}: no such file or folder, and not a known size ({', '.join(PRESETS)}) "
-                   f"or alias ({', '.join(ALIASES)})")
+    openai = [a for a, size in ALIASES.items() if size in OPENAI_SIZES]
+    bundled = [a for a, size in ALIASES.items() if size == BUNDLED_MODEL]
+    raise CLIError(f"{spec}: no such file or folder, and not a known size ({', '.join(OPENAI_SIZES)}) "
+                   f"or alias ({', '.join(openai)}), nor the bundled model {BUNDLED_MODEL} ({', '.join(bundled)})")
 
 
 def _read_weights(spec: str, verify: bool = True, hparams: dict | None = None):
-    """(description, hparams, params tree) of a TF folder/.index, .safetensors, .npz or a cached size."""
+    """(description, hparams, params tree) of a TF folder/.index, .safetensors, .npz, a cached
+    size or the bundled model."""
     import pathlib
 
     from . import formats, hub
 
     kind, path = _weights_kind(spec), pathlib.Path(spec)
+    if kind == "size" and _size_of(spec) == _bundled_name():
+        from . import bundled
+
+        npz = bundled.model_path()
+        return f"gpt2np's bundled model {_bundled_name()} ({npz})", *formats.load_npz(npz, verify=verify)
     if kind == "tf":
         return "TensorFlow checkpoint", *formats.read_tf_checkpoint(path, verify=verify)
     if kind == "safetensors":
@@ -149,7 +161,8 @@ def load_model_arg(spec=None, base_url=None):
     downloaded and converted once into the cache), a TensorFlow checkpoint folder (or its
     ``.index`` file), a ``.safetensors`` file or an ``.npz`` written by ``gpt2np convert`` /
     ``GPT2.save``.  A size name is the size even if a path of that name exists (see
-    ``_weights_kind``).  None (no ``--model``) is the size ``DEFAULT_MODEL``.
+    ``_weights_kind``).  None (no ``--model``) is the size ``DEFAULT_MODEL``.  The bundled
+    model's name ("gpt2np-mini", "mini", "bundled") loads it from the package (no network).
     """
     import pathlib
 
@@ -245,10 +258,18 @@ def _hparams_arg(path: str | None) -> dict | None:
     return formats.check_hparams(hparams, path)
 
 
+def _bundled_name() -> str:
+    from .config import BUNDLED_MODEL
+
+    return BUNDLED_MODEL
+
+
 def _add_info(sub):
-    p = sub.add_parser("info", help="config, parameter count and tensor table of a model",
-                       description="MODEL is a size name already in the cache, a TF checkpoint folder, "
-                                   "a .safetensors file or an .npz.")
+    p = sub.add_parser("info", help="what a model is: its card, config, parameter count and tensor table",
+                       description="MODEL is a size name already in the cache, the bundled model "
+                                   f"{_bundled_name()}, a TF checkpoint folder, a .safetensors file or an .npz.  "
+                                   "For the bundled model (or a copy of its file) it first says what the model "
+                                   "is, from its model card: corpus, licences and attribution, training, losses.")
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--hparams", metavar="JSON", help="hparams.json for a .safetensors file (default: inferred)")
     p.set_defaults(func=_run_info)
@@ -263,11 +284,31 @@ def _run_info(args):
     n = sum(a.size for a in flat.values())
     nbytes = sum(a.nbytes for a in flat.values())
     print(f"{args.model}: {kind}")
+    _print_card(args.model)
     print("config: " + ", ".join(f"{k}={v}" for k, v in hparams.items()))
     print(f"parameters: {n:,} ({nbytes / 2**20:.1f} MiB)")
     width = max(len(k) for k in flat)
     for name, a in flat.items():
         print(f"  {name:<{width}}  {str(list(a.shape)):<14} {a.dtype}")
+
+
+def _print_card(spec: str) -> None:
+    """The model card's lines (gpt2np.bundled.card_lines) when ``spec`` is the bundled model or
+    an .npz that names its card; nothing for other weights."""
+    import pathlib
+
+    from . import bundled
+
+    if _size_of(spec) == _bundled_name():
+        path = bundled.model_path()
+    elif pathlib.Path(spec).suffix == ".npz" and pathlib.Path(spec).is_file():
+        path = pathlib.Path(spec)
+    else:
+        return
+    card = bundled.card_of(path)
+    if card is not None:
+        for line in bundled.card_lines(card):
+            print(line)
 
 
 # --- generate / summarize / translate / answer / score (generation issue) -------
@@ -324,6 +365,7 @@ def _unescape(text: str) -> str:
 def _gen_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="a size (124M, 355M, 774M, 1558M, or an alias such as gpt2-medium; downloaded once), "
+                        f"{_bundled_name()} (gpt2np's small bundled model: no download, runs offline), "
                         "a folder with a TF checkpoint, a .safetensors or an .npz file (default: the size "
                         f"{DEFAULT_MODEL}; a size name means the size even if a file or folder of that name "
                         f"is here: write ./{DEFAULT_MODEL} for that)")

@@ -1,7 +1,7 @@
 """What the model and the weight files share: GPT-2's sizes, its hyperparameters and its params tree.
 
-- sizes: OpenAI's four names and their aliases (``canonical_name``), and each one's ``Config``
-  (``PRESETS``);
+- sizes: OpenAI's four names, gpt2np's bundled model ``BUNDLED_MODEL`` ("gpt2np-mini"), their
+  aliases (``canonical_name``), and each one's ``Config`` (``PRESETS``);
 - hyperparameters: ``Config`` (the five of OpenAI's ``hparams.json``) and ``check_hparams``, the
   one validator of them (``Config`` uses it, and so do the readers of :mod:`gpt2np.formats`);
 - the params tree: its shapes (``param_shapes``), its check (``check_params``) and its walker
@@ -100,8 +100,9 @@ class Config:
 
     @classmethod
     def preset(cls, name: str) -> "Config":
-        """The hyperparameters of one of OpenAI's sizes, by its name or an alias, in any letter
-        case: "124M", "gpt2", "355M", "GPT2-Medium", "1.5b", ... (see :func:`canonical_name`)."""
+        """The hyperparameters of one of OpenAI's sizes or of the bundled model, by its name or an
+        alias, in any letter case: "124M", "gpt2", "355M", "GPT2-Medium", "1.5b", "gpt2np-mini",
+        "mini", ... (see :func:`canonical_name`)."""
         return PRESETS[canonical_name(name)]
 
     @classmethod
@@ -142,26 +143,44 @@ _SIZES = (
     ("1558M", 1600, 25, 48, ("1.5B", "gpt2-xl", "xl")),
 )
 
+OPENAI_SIZES: tuple[str, ...] = tuple(name for name, *_ in _SIZES)  # the sizes hub.py downloads
+
+# gpt2np's own small model of GPT-2's architecture and vocabulary, trained by `gpt2np train` and
+# shipped in the package (gpt2np/assets/gpt2np-mini/, read by gpt2np.bundled): never downloaded.
+BUNDLED_MODEL = "gpt2np-mini"
+_BUNDLED = (BUNDLED_MODEL, Config(n_vocab=50257, n_ctx=256, n_embd=128, n_head=4, n_layer=6), ("mini", "bundled"))
+
 PRESETS: dict[str, Config] = {
-    name: Config(n_embd=d, n_head=h, n_layer=n) for name, d, h, n, _ in _SIZES
+    **{name: Config(n_embd=d, n_head=h, n_layer=n) for name, d, h, n, _ in _SIZES},
+    _BUNDLED[0]: _BUNDLED[1],
 }
-ALIASES: dict[str, str] = {alias: name for name, *_, aliases in _SIZES for alias in aliases}
-_LOOKUP = {key.lower(): name for name, *_, aliases in _SIZES for key in (name, *aliases)}
+_NAMES = tuple((name, aliases) for name, *_, aliases in _SIZES) + ((_BUNDLED[0], _BUNDLED[2]),)
+ALIASES: dict[str, str] = {alias: name for name, aliases in _NAMES for alias in aliases}
+_LOOKUP = {key.lower(): name for name, aliases in _NAMES for key in (name, *aliases)}
 
 
 def canonical_name(name: str) -> str:
-    """OpenAI's name of a size ("124M", "355M", "774M" or "1558M") from that name or an alias.
+    """The name of a size ("124M", "355M", "774M", "1558M": OpenAI's; "gpt2np-mini": the
+    bundled model) from that name or an alias.
 
-    Letter case and surrounding spaces do not matter: "124m", " GPT2-Medium ", "1.5b" and "XL"
-    are "124M", "355M", "1558M" and "1558M".  Anything else raises ValueError listing the
-    names and their aliases.
+    Letter case and surrounding spaces do not matter: "124m", " GPT2-Medium ", "1.5b", "XL" and
+    "Mini" are "124M", "355M", "1558M", "1558M" and "gpt2np-mini".  Anything else raises
+    ValueError listing the names and their aliases.
     """
     key = name.strip().lower() if isinstance(name, str) else None
     if key in _LOOKUP:
         return _LOOKUP[key]
-    aliases = "; ".join(f"{size}: {', '.join(names)}" for size, *_, names in _SIZES)
+    aliases = "; ".join(f"{size}: {', '.join(names)}" for size, names in _NAMES)
     raise ValueError(f"unknown model size {name!r}; known sizes: {', '.join(PRESETS)}, or an alias "
                      f"({aliases}), in any letter case")
+
+
+def is_bundled(name) -> bool:
+    """Whether ``name`` (any spelling, as for :func:`canonical_name`) is the bundled model."""
+    try:
+        return canonical_name(name) == BUNDLED_MODEL
+    except ValueError:
+        return False
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import threading
 import time
 import urllib.parse
 
-from .config import PRESETS, canonical_name
+from .config import BUNDLED_MODEL, PRESETS, canonical_name, is_bundled
 from .formats import WeightsError, read_safetensors_model, read_tf_checkpoint, save_npz
 
 OPENAI_BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models"
@@ -52,6 +52,11 @@ TOKENIZER_SHA256 = {
 
 class DownloadError(OSError):
     """A download or cache failure, with a one-line message saying what to do."""
+
+
+# Said by every error of a download that cannot reach OpenAI's files (no network, offline).
+BUNDLED_HINT = (f"; or use gpt2np's small bundled model, which runs offline: --model {BUNDLED_MODEL} "
+                f"(GPT2.from_pretrained({BUNDLED_MODEL!r}))")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,13 +105,18 @@ MODELS: dict[str, ModelSpec] = {
 def get_spec(size: str) -> ModelSpec:
     """The registry's entry for ``size``: a size or an alias, in any letter case ("124M", "124m",
     "117M", "gpt2-medium", "GPT2-XL", "1.5b"; see :func:`gpt2np.config.canonical_name`).  A name
-    added to MODELS as it is (tests serve a tiny size) is found as it is."""
+    added to MODELS as it is (tests serve a tiny size) is found as it is.  The bundled model
+    (gpt2np-mini) is package data, not in the registry: DownloadError saying so."""
     if isinstance(size, str) and size in MODELS:
         return MODELS[size]
     try:
-        return MODELS[canonical_name(size)]
+        name = canonical_name(size)
     except ValueError as e:
         raise DownloadError(str(e)) from None
+    if name not in MODELS:  # the bundled model: nothing to download
+        raise DownloadError(f"{name} is gpt2np's bundled model, shipped in the package: nothing to download "
+                            f"or cache (GPT2.from_pretrained({name!r}), --model {name})")
+    return MODELS[name]
 
 
 # ---- the cache ---------------------------------------------------------------------------
@@ -329,7 +339,7 @@ def _unreachable(url: str, err) -> DownloadError:
     return DownloadError(
         f"cannot reach {host} ({_why_unreachable(err)}); check the network, or use a mirror "
         f"(GPT2NP_BASE_URL=URL-or-folder holding <size>/<file>, or --base-url), or convert a local "
-        f"checkpoint with `gpt2np convert FOLDER -o OUT.npz`")
+        f"checkpoint with `gpt2np convert FOLDER -o OUT.npz`{BUNDLED_HINT}")
 
 
 def _finish(part: pathlib.Path, dest: pathlib.Path, url: str, expected_size, sha256) -> None:
@@ -694,7 +704,14 @@ def pretrained_npz(size: str = "124M", base_url=None, offline=None, cache_dir=No
     from the cache (found by checking each file on its own), so the next call downloads it again.
     One process at a time works on a size (an OS lock, ``<cache>/<size>.lock``); another waits,
     says so, and then finds the file made.
+
+    The bundled model (``gpt2np.BUNDLED_MODEL``) is package data: its file in the package,
+    with no network and no cache.
     """
+    if is_bundled(size) and size not in MODELS:
+        from .bundled import model_path
+
+        return model_path()
     spec = get_spec(size)
     out = npz_path(spec.size, cache_dir)
     if source not in ("openai", "hf", "huggingface"):
@@ -714,9 +731,10 @@ def pretrained_npz(size: str = "124M", base_url=None, offline=None, cache_dir=No
                     raise DownloadError(f"offline (GPT2NP_OFFLINE=1) and {out} has no record of where its weights "
                                         f"came from (converted by an older gpt2np, or not by gpt2np), and the "
                                         f"checkpoint files to verify are not in the cache; run `gpt2np download "
-                                        f"{spec.size}` with network access")
+                                        f"{spec.size}` with network access{BUNDLED_HINT}")
                 raise DownloadError(f"offline (GPT2NP_OFFLINE=1) and {spec.size} is not in the cache {out.parent}; "
-                                    f"run `gpt2np download {spec.size}` with network access, or unset GPT2NP_OFFLINE")
+                                    f"run `gpt2np download {spec.size}` with network access, or unset GPT2NP_OFFLINE"
+                                    f"{BUNDLED_HINT}")
             download_checkpoint(spec.size, base_url, cache_dir, progress, **download_kwargs)
         try:
             hparams, params = _verify_checkpoint(folder, spec)
@@ -743,7 +761,7 @@ def _pretrained_from_hf(spec: ModelSpec, out, base_url, offline, cache_dir, prog
     try:
         if not (dest.is_file() and (spec.hf_size is None or dest.stat().st_size == spec.hf_size)):
             if _offline(offline):
-                raise DownloadError(f"offline (GPT2NP_OFFLINE=1) and {dest} is not in the cache")
+                raise DownloadError(f"offline (GPT2NP_OFFLINE=1) and {dest} is not in the cache{BUNDLED_HINT}")
             download_file(url, dest, spec.hf_size, spec.hf_sha256, progress=progress, **download_kwargs)
         try:
             hparams, params = read_safetensors_model(dest, spec.hparams)

@@ -411,7 +411,17 @@ class GPT2:
 
     @classmethod
     def from_pretrained(cls, size: str = "124M", **kwargs) -> "GPT2":
-        """OpenAI's weights for ``size``: downloaded, verified and converted once, then loaded from the cache."""
+        """OpenAI's weights for ``size``: downloaded, verified and converted once, then loaded from the cache.
+
+        ``gpt2np.BUNDLED_MODEL`` ("gpt2np-mini", or "mini", "bundled") is gpt2np's own small
+        model, read from the package (:mod:`gpt2np.bundled`): no network, no cache, so the
+        download options (``base_url``, ``offline``, ``cache_dir``, ...) do not apply to it."""
+        from .config import is_bundled
+
+        if is_bundled(size):
+            from .bundled import load
+
+            return load()
         from .hub import pretrained_npz
 
         return cls.load(pretrained_npz(size, **kwargs))

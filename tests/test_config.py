@@ -10,20 +10,22 @@ import numpy as np
 import pytest
 
 from gpt2np.config import (
-    ALIASES, HPARAM_KEYS, PRESETS, Config, canonical_name, check_hparams, check_params, flatten, float_dtype,
-    format_path, map_tree, param_shapes, unflatten, walk,
+    ALIASES, BUNDLED_MODEL, HPARAM_KEYS, OPENAI_SIZES, PRESETS, Config, canonical_name, check_hparams,
+    check_params, flatten, float_dtype, format_path, is_bundled, map_tree, param_shapes, unflatten, walk,
 )
 
 from helpers import BLOCK_LEAVES, SIZE_NAMES, TINY_HP, params_tree, spellings
 
-TABLE = (r"known sizes: 124M, 355M, 774M, 1558M, or an alias \(124M: 117M, gpt2, small; "
-         r"355M: 345M, gpt2-medium, medium; 774M: gpt2-large, large; 1558M: 1\.5B, gpt2-xl, xl\), in any letter case")
+TABLE = (r"known sizes: 124M, 355M, 774M, 1558M, gpt2np-mini, or an alias \(124M: 117M, gpt2, small; "
+         r"355M: 345M, gpt2-medium, medium; 774M: gpt2-large, large; 1558M: 1\.5B, gpt2-xl, xl; "
+         r"gpt2np-mini: mini, bundled\), in any letter case")
+BUNDLED_NAMES = {"gpt2np-mini": "gpt2np-mini", "mini": "gpt2np-mini", "bundled": "gpt2np-mini"}
 
 
 # ---- the names of the sizes ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, size", SIZE_NAMES.items())
+@pytest.mark.parametrize("name, size", {**SIZE_NAMES, **BUNDLED_NAMES}.items())
 def test_every_size_name_and_alias_in_any_letter_case(name, size):
     for spelling in spellings(name):
         assert canonical_name(spelling) == size, spelling
@@ -31,8 +33,22 @@ def test_every_size_name_and_alias_in_any_letter_case(name, size):
 
 
 def test_one_table_of_names():
-    assert list(PRESETS) == ["124M", "355M", "774M", "1558M"]
-    assert {**{name: name for name in PRESETS}, **ALIASES} == SIZE_NAMES
+    assert list(PRESETS) == ["124M", "355M", "774M", "1558M", "gpt2np-mini"]
+    assert OPENAI_SIZES == ("124M", "355M", "774M", "1558M") and BUNDLED_MODEL == "gpt2np-mini"
+    assert {**{name: name for name in PRESETS}, **ALIASES} == {**SIZE_NAMES, **BUNDLED_NAMES}
+
+
+def test_the_bundled_model_is_a_size_of_the_table():
+    import gpt2np
+
+    assert gpt2np.BUNDLED_MODEL == BUNDLED_MODEL
+    cfg = Config.preset(gpt2np.BUNDLED_MODEL)
+    assert cfg.to_dict() == {"n_vocab": 50257, "n_ctx": 256, "n_embd": 128, "n_head": 4, "n_layer": 6}
+    assert cfg.num_params() == 7_655_552  # 6,432,896 of them in wte
+    for name in ("gpt2np-mini", " MINI ", "Bundled", "GPT2NP-Mini"):
+        assert is_bundled(name), name
+    for name in ("124M", "gpt2", "small", "gpt2np", "mini.npz", "", None, 124):
+        assert not is_bundled(name), name
 
 
 @pytest.mark.parametrize("bad", ["7B", "124k", "gpt3", "gpt2 medium", "124", "", " ", None, 124])
@@ -83,7 +99,7 @@ def test_presets_and_parameter_counts(size):
 def test_config_defaults_aliases_and_errors():
     assert Config() == Config.preset("124M") == Config.preset("gpt2")
     assert Config.preset("gpt2-xl") == PRESETS["1558M"]
-    with pytest.raises(ValueError, match="124M, 355M, 774M, 1558M"):
+    with pytest.raises(ValueError, match="124M, 355M, 774M, 1558M, gpt2np-mini"):
         Config.preset("7B")
     with pytest.raises(ValueError, match="divisible"):
         Config(n_embd=10, n_head=3)

@@ -104,13 +104,17 @@ def test_size_mismatch_refused(server, tiny, tmp_path):
 
 
 def test_final_size_checked_when_server_lies(server, tiny, tmp_path):
-    """Content-Length agrees with the registry but the body is short: retried, then refused."""
+    """Content-Length agrees with the registry but the body is 8 bytes short: the short reply is
+    not taken as the file; the retry asks for the rest, the server says nothing follows (416),
+    so the partial file cannot be completed: it is deleted and the download refused."""
     body = tiny_files()[DATA]
     server.files[f"/tiny/{DATA}"] = body[:-8]
     server.lie_length[f"/tiny/{DATA}"] = len(body)
-    with pytest.raises(hub.DownloadError):
+    with pytest.raises(hub.DownloadError, match=r"^HTTP 416 for a partial file.* \(after 2 attempts\)$"):
         hub.download_file(server.url + f"/tiny/{DATA}", tmp_path / DATA, len(body), progress=False, retries=1)
+    assert server.requests == [(f"/tiny/{DATA}", None), (f"/tiny/{DATA}", f"bytes={len(body) - 8}-")]
     assert not (tmp_path / DATA).exists()
+    assert not no_leftovers(tmp_path), "the .part that cannot be completed is deleted"
 
 
 def test_sha256_mismatch_refused(server, tiny, tmp_path):
@@ -202,7 +206,10 @@ def test_every_size_name_and_alias_in_any_letter_case(name, size, tmp_path):
 
 
 def test_registry_is_keyed_by_the_config_sizes():
-    assert list(hub.MODELS) == list(PRESETS)
+    assert list(hub.MODELS) == [name for name in PRESETS if name != "gpt2np-mini"]  # OpenAI's; not the bundled one
+    for name in ("gpt2np-mini", "mini", "Bundled"):  # package data: never downloaded
+        with pytest.raises(hub.DownloadError, match=r"^gpt2np-mini is gpt2np's bundled model, shipped in the package"):
+            hub.get_spec(name)
     for size, spec in hub.MODELS.items():
         assert spec.size == size and spec.hparams == PRESETS[size].to_dict()
     with pytest.raises(hub.DownloadError, match=r"or an alias \(124M: 117M, gpt2, small; .*1558M: 1\.5B"):
@@ -272,29 +279,52 @@ def test_registry_tokenizer_files_match_the_bundled_assets():
 
 
 def test_disk_full_during_download(server, tiny, monkeypatch, tmp_path):
+    """The disk fills after 2048 bytes of the data file: one line saying so (not retried), the
+    bytes written so far kept in the .part, nothing under the final name; with room again, the
+    next run asks only for the rest, as the message promises."""
     import builtins
     import errno
 
+    room = 2048
+
     class Full:
-        def __init__(self, *a):
-            pass
+        """The .part file of a disk with ``room`` bytes left: a short write, then ENOSPC."""
+
+        def __init__(self, path, mode="r", *a, **k):
+            self.f = real_open(path, mode, *a, **k)
 
         def __enter__(self):
             return self
 
         def __exit__(self, *a):
+            self.f.close()
             return False
 
         def write(self, b):
-            raise OSError(errno.ENOSPC, "No space left on device")
+            nonlocal room
+            self.f.write(b[:room])
+            if len(b) > room:
+                room = 0
+                raise OSError(errno.ENOSPC, "No space left on device")
+            room -= len(b)
+
+        def flush(self):
+            self.f.flush()
 
     real_open = builtins.open
-    monkeypatch.setattr(hub, "open", lambda p, mode="r", *a, **k: Full() if "part" in str(p) else real_open(p, mode, *a, **k),
+    part = tmp_path / "cache" / "tiny" / (DATA + ".part")
+    monkeypatch.setattr(hub, "open", lambda p, mode="r", *a, **k: (Full if str(p) == str(part) else real_open)(p, mode, *a, **k),
                         raising=False)
-    with pytest.raises(hub.DownloadError, match="disk full while writing .*cache/tiny/.*free some space"):
-        fetch(server, tmp_path)
-    folder = tmp_path / "cache" / "tiny"  # (the stand-in file wrote nothing: no folder is left at all)
-    assert not folder.exists() or not [p for p in folder.iterdir() if not p.name.endswith(".part")]
+    with pytest.raises(hub.DownloadError) as e:
+        fetch(server, tmp_path, chunk_size=1024)
+    msg = str(e.value)
+    assert msg.startswith(f"disk full while writing {tmp_path / 'cache' / 'tiny' / DATA}; free some space") and "\n" not in msg
+    assert [r for p, r in server.requests if p == f"/tiny/{DATA}"] == [None], "a full disk is not retried"
+    assert part.read_bytes() == tiny_files()[DATA][:2048]
+    assert not (tmp_path / "cache" / "tiny" / DATA).exists() and not (tmp_path / "cache" / "gpt2-tiny.npz").exists()
+    monkeypatch.delattr(hub, "open")  # room again
+    check_npz(fetch(server, tmp_path))
+    assert [r for p, r in server.requests if p == f"/tiny/{DATA}"] == [None, "bytes=2048-"]
 
 
 def test_hugging_face_source(monkeypatch, tmp_path):

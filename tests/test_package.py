@@ -72,6 +72,7 @@ def test_modules_import_only_what_architecture_md_allows():
         "gpt2np.tasks": {"gpt2np.generation"},
         "gpt2np.formats": {"gpt2np.formats", "gpt2np.config"},
         "gpt2np.hub": {"gpt2np.config", "gpt2np.formats"},
+        "gpt2np.bundled": {"gpt2np.config"},
     }
     anything = {"gpt2np", "gpt2np.__main__", "gpt2np.cli"}  # the entry points
 

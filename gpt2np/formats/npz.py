@@ -13,6 +13,13 @@ plus ``hparams.n_vocab`` ... ``hparams.n_layer`` as int64 scalars.  It is an ord
 
 Nothing is ever unpickled; names, shapes and dtypes are checked against the hparams.
 Files written by ``np.savez``/``np.savez_compressed`` with the same names load too (copied).
+
+Weights are float32 or float64, little-endian.  One deliberate exception: a file whose
+metadata says ``"storage": "float16"`` (``save_npz(..., metadata={"storage": "float16"})``,
+which rounds every weight to float16) holds every weight as little-endian float16, half the
+bytes; :func:`load_npz` checks that and upcasts each weight to float32 once (a copy, not a
+memory map), so the model computes in float32.  The bundled model is stored this way.  A
+float16 member in any other file is refused, as is a ``storage`` other than "float16".
 """
 
 from __future__ import annotations
@@ -48,10 +55,21 @@ def save_npz(path, hparams: dict, params: dict, metadata: dict | None = None) ->
     flat = flatten(params)
     check_flat(flat, hparams, "save_npz")
     arrays = {name: np.asarray(a) for name, a in flat.items()}
+    half = _storage(metadata or {}, "save_npz") == "float16"
     for name, arr in arrays.items():
-        if arr.dtype not in _WEIGHT_DTYPES:
+        if arr.dtype not in _WEIGHT_DTYPES and not (half and arr.dtype == _HALF):
             raise WeightsError(f"save_npz: {name} has dtype {arr.dtype} ({arr.dtype.str!r}); gpt2np model files "
-                               f"hold float32 or float64 weights, little-endian: convert with arr.astype(np.float32)")
+                               f"hold float32 or float64 weights, little-endian: convert with arr.astype(np.float32)"
+                               f"{_HALF_HINT if arr.dtype.kind == 'f' and arr.dtype.itemsize == 2 else ''}")
+    if half:  # every weight rounded to float16; one that overflows it is refused by name
+        for name, arr in arrays.items():
+            if not np.isfinite(arr).all():
+                raise WeightsError(f"save_npz: {name} holds values that are not finite; refusing to store it")
+            with np.errstate(over="ignore"):
+                arrays[name] = h = arr.astype(_HALF)
+            if not np.isfinite(h).all():
+                raise WeightsError(f"save_npz: {name} has values beyond float16's range (|x| > 65504); "
+                                   f"store this model as float32 (no storage='float16')")
     comment = b""
     if metadata:
         comment = json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode("utf-8")
@@ -76,6 +94,11 @@ def npz_metadata(path) -> dict:
         raise WeightsError(f"{path}: file not found") from None
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise WeightsError(f"{path}: not a readable .npz ({e}); the file is truncated or corrupt") from None
+    return _parse_comment(comment)
+
+
+def _parse_comment(comment: bytes) -> dict:
+    """The metadata in a zip comment written by :func:`save_npz`; ``{}`` for none or another's."""
     if not comment:
         return {}
     try:
@@ -83,6 +106,15 @@ def npz_metadata(path) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return {}  # someone else's zip comment: no metadata of ours
     return meta if isinstance(meta, dict) else {}
+
+
+def _storage(metadata: dict, source) -> str | None:
+    """The metadata's ``storage``: None (the weights' own dtype) or "float16"; anything else is refused."""
+    storage = metadata.get("storage")
+    if storage is not None and storage != "float16":
+        raise WeightsError(f"{source}: unknown weight storage {storage!r} in the metadata; gpt2np knows only "
+                           f"'float16' (every weight float16, computed in float32)")
+    return storage
 
 
 def _write_member(zf: zipfile.ZipFile, f, fname: str, arr: np.ndarray) -> None:
@@ -100,6 +132,8 @@ def _write_member(zf: zipfile.ZipFile, f, fname: str, arr: np.ndarray) -> None:
 _HEADER_BYTES = 1 << 16  # a member's first bytes, where its .npy header must end
 _COMPRESSIONS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
 _WEIGHT_DTYPES = (np.dtype("<f4"), np.dtype("<f8"))
+_HALF = np.dtype("<f2")  # only in a file whose metadata says "storage": "float16"
+_HALF_HINT = " (float16 only in a file saved with metadata storage='float16', which holds every weight so)"
 
 
 @dataclasses.dataclass
@@ -194,22 +228,29 @@ def _read_hparams(zf, buf, members: dict[str, _Member], path, verify: bool) -> d
     return check_hparams(values, str(path))
 
 
-def _check_weights(members: dict[str, _Member], hparams: dict, path) -> None:
-    """Names, shapes and dtypes against hparams, before any weight is read."""
+def _check_weights(members: dict[str, _Member], hparams: dict, path, storage: str | None = None) -> None:
+    """Names, shapes and dtypes against hparams, before any weight is read.  With ``storage``
+    "float16" every weight must be little-endian float16, and only then may one be."""
     per_layer = len(expected_shapes({**hparams, "n_layer": 2})) - len(expected_shapes({**hparams, "n_layer": 1}))
     if hparams["n_layer"] * per_layer > len(members):  # (and never build a billion expected names)
         raise WeightsError(f"{path}: hparams.n_layer={hparams['n_layer']} needs at least "
                            f"{hparams['n_layer'] * per_layer} tensors, the file has {len(members)}")
     check_flat(members, hparams, str(path))
     for name, m in members.items():
+        if storage == "float16":
+            if m.dtype != _HALF:
+                raise WeightsError(f"{path}: {name} has dtype {m.dtype} ({m.dtype.str!r}), but the file's metadata "
+                                   f"says storage float16: every weight must be little-endian float16 ('<f2')")
+            continue
         if m.dtype in _WEIGHT_DTYPES:
             continue
         if m.dtype.kind == "f" and m.dtype.byteorder == ">":
             what = f"is big-endian {m.dtype.newbyteorder('=').name} ({m.dtype.str!r})"
         else:
             what = f"has dtype {m.dtype} ({m.dtype.str!r})"
+        hint = _HALF_HINT if m.dtype == _HALF else ""
         raise WeightsError(f"{path}: {name} {what}; gpt2np model files hold float32 or float64 weights, "
-                           f"little-endian ('<f4', '<f8'): convert with arr.astype(np.float32)")
+                           f"little-endian ('<f4', '<f8'): convert with arr.astype(np.float32){hint}")
     for m in members.values():
         _check_size(m, path)
 
@@ -249,17 +290,22 @@ def _read_all(path: pathlib.Path, verify: bool) -> tuple[dict, dict]:
     and dtypes of the weights, and only then any weight's data."""
     with open(path, "rb") as f, zipfile.ZipFile(f) as zf:
         buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if path.stat().st_size else b""
+        storage = _storage(_parse_comment(zf.comment), path)
         members = _headers(zf, buf, path)
         hparams = _read_hparams(zf, buf, members, path, verify)
-        _check_weights(members, hparams, path)
-        return hparams, {name: _data(zf, buf, m, path, verify) for name, m in members.items()}
+        _check_weights(members, hparams, path, storage)
+        arrays = {name: _data(zf, buf, m, path, verify) for name, m in members.items()}
+        if storage == "float16":  # computed in float32: upcast once (half the file, twice the memory)
+            arrays = {name: a.astype(np.float32) for name, a in arrays.items()}
+        return hparams, arrays
 
 
 def load_npz(path, verify: bool = True) -> tuple[dict, dict]:
     """``(hparams, params tree)`` from a file written by :func:`save_npz`.
 
-    Arrays are read-only views of a memory map of the file (float dtypes kept as stored).
-    ``verify`` checks each member's CRC-32 recorded in the zip.
+    Arrays are read-only views of a memory map of the file (float dtypes kept as stored), except
+    in a file stored as float16 (metadata ``"storage": "float16"``): its weights come back as
+    float32 copies.  ``verify`` checks each member's CRC-32 recorded in the zip.
     """
     path = pathlib.Path(path)
     try:
