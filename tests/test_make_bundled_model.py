@@ -168,14 +168,45 @@ def test_the_excerpt_keeps_whole_paragraphs_and_sentences(script):
 
 def test_the_committed_sample_is_what_the_script_makes(script, tmp_path):
     """tests/fixtures/bundled_heldout_sample.txt is made by --write-sample from the corpus; its
-    record says so (with the versions, as every fixture's), and its sha256 is the text's."""
+    record says so (with the versions, as every fixture's), its sha256 is the text's, and the
+    held-out files it names are those of the corpus record shipped with the model."""
     fixture = ROOT / "tests/fixtures/bundled_heldout_sample.txt"
     meta = json.loads(fixture.with_suffix(".json").read_text())
     assert meta["made_by"] == "scripts/make_bundled_model.py"
     assert meta["sha256"] == hashlib.sha256(fixture.read_bytes()).hexdigest()
     assert 4000 < meta["bytes"] == len(fixture.read_bytes()) <= 2 * script.SAMPLE_BYTES
-    corpus = pathlib.Path("~/.cache/gpt2np-corpus").expanduser()
-    if not (corpus / "corpus_record.json").is_file():
-        pytest.skip("the corpus is not built here (scripts/make_corpus.py)")
-    script.write_sample(corpus, tmp_path / "s.txt")
-    assert (tmp_path / "s.txt").read_bytes() == fixture.read_bytes()
+    record = json.loads((ROOT / "gpt2np/assets/gpt2np-mini/corpus_record.json").read_text())
+    firsts = {}
+    for entry in record["heldout"]["files"]:
+        firsts.setdefault(entry["source"], entry)
+    assert [(u["file"], u["sha256"]) for u in meta["from"]] == \
+        [(firsts[s]["file"], firsts[s]["sha256"]) for s in ("austen", "bible")]
+
+
+def test_write_sample_takes_the_first_held_out_chapter_of_each_source(script, tmp_path):
+    """--write-sample on a corpus folder laid out as scripts/make_corpus.py writes it: the
+    excerpt of each source's first held-out file, Austen's then the Bible's, and a file whose
+    bytes differ from the record is refused."""
+    held = tmp_path / "corpus" / "corpus" / "heldout"
+    held.mkdir(parents=True)
+    texts = {"austen-a.txt": "Emma was here. " * 300 + "\n", "bible-01-b.txt": "In the beginning. " * 300 + "\n",
+             "austen-z.txt": "Not this one.\n"}
+    for name, text in texts.items():
+        (held / name).write_text(text, encoding="utf-8")
+
+    def entry(name, source):
+        data = (held / name).read_bytes()
+        return {"file": f"heldout/{name}", "source": source, "book": name, "sha256": hashlib.sha256(data).hexdigest()}
+
+    record = {"heldout": {"files": [entry("austen-a.txt", "austen"), entry("austen-z.txt", "austen"),
+                                    entry("bible-01-b.txt", "bible")]}}
+    (tmp_path / "corpus" / "corpus_record.json").write_text(json.dumps(record))
+    script.write_sample(tmp_path / "corpus", tmp_path / "s.txt")
+    want = (script.excerpt(texts["austen-a.txt"], script.SAMPLE_BYTES).rstrip("\n") + "\n\n"
+            + script.excerpt(texts["bible-01-b.txt"], script.SAMPLE_BYTES).rstrip("\n") + "\n")
+    got = (tmp_path / "s.txt").read_text(encoding="utf-8")
+    assert got == want and "Not this one" not in got and got.startswith("Emma was here.")
+    assert len(got.encode()) <= 2 * script.SAMPLE_BYTES + 2
+    (held / "austen-a.txt").write_text("changed\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="differs from the corpus record"):
+        script.write_sample(tmp_path / "corpus", tmp_path / "s2.txt")
