@@ -156,13 +156,19 @@ def assert_close(name, ours, ref, dtype=np.float64, scale=None):
         limit = ATOL_F64
     else:
         limit = RTOL_F32 * (np.abs(ref).max() if scale is None else scale)
+    return assert_within(name, ours, ref, limit, f"{limit:.3e}")
+
+
+def assert_within(name, ours, ref, limit, limit_text):
+    """Fail unless |ours - ref| <= limit everywhere (NaN fails), naming the tensor, the worst
+    entry and a few values of each side; returns the largest difference."""
     diff = np.abs(ours.astype(np.float64) - ref.astype(np.float64))
     worst = diff.max() if diff.size else 0.0
     if not worst <= limit:  # also catches NaN
         at = np.unravel_index(np.nanargmax(diff) if np.isfinite(diff).any() else 0, diff.shape)
         pytest.fail(
             f"{name}: largest difference {worst:.3e} at index {tuple(int(i) for i in at)} "
-            f"(ours {ours[at]!r}, reference {ref[at]!r}) exceeds {limit:.3e}\n"
+            f"(ours {ours[at]!r}, reference {ref[at]!r}) exceeds {limit_text}\n"
             f"  ours      first values: {np.array2string(ours.ravel()[:6], precision=8)}\n"
             f"  reference first values: {np.array2string(ref.ravel()[:6], precision=8)}",
             pytrace=False,

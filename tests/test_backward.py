@@ -19,6 +19,7 @@ import pytest
 from gpt2np import GPT2, Config
 from gpt2np import backward as BW
 from gpt2np import layers as L
+from helpers import assert_within
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "grads_transformers.npz"
 FD_RTOL = 1e-6
@@ -56,17 +57,7 @@ def assert_grad_close(name, ours, ref, rtol):
     assert ours.shape == ref.shape, f"{name}: shape {ours.shape}, reference {ref.shape}"
     scale = np.abs(ref).max() if ref.size else 0.0
     limit = rtol * scale
-    diff = np.abs(ours.astype(np.float64) - ref.astype(np.float64))
-    worst = diff.max() if diff.size else 0.0
-    if not worst <= limit:  # also catches NaN
-        at = np.unravel_index(np.nanargmax(diff) if np.isfinite(diff).any() else 0, diff.shape)
-        pytest.fail(
-            f"{name}: largest difference {worst:.3e} at index {tuple(int(i) for i in at)} "
-            f"(ours {ours[at]!r}, reference {ref[at]!r}) exceeds {rtol:g} x max|reference| = {limit:.3e}\n"
-            f"  ours      first values: {np.array2string(ours.ravel()[:6], precision=8)}\n"
-            f"  reference first values: {np.array2string(ref.ravel()[:6], precision=8)}",
-            pytrace=False,
-        )
+    worst = assert_within(name, ours, ref, limit, f"{rtol:g} x max|reference| = {limit:.3e}")
     return worst / scale if scale else 0.0
 
 
