@@ -443,6 +443,7 @@ def download_file(url: str, dest, expected_size: int | None = None, sha256: str 
         attempt += 1
         if attempt > retries:
             if isinstance(last, _Transient):
+                reason = reason.removesuffix("; restarting")  # giving up now: no restart follows
                 what = reason if reason.startswith("HTTP") else f"{url}: {reason}"
                 raise DownloadError(f"{what} (after {_plural(attempt, 'attempt')})") from None
             if not _never_connected(last):

@@ -110,7 +110,7 @@ def test_final_size_checked_when_server_lies(server, tiny, tmp_path):
     body = tiny_files()[DATA]
     server.files[f"/tiny/{DATA}"] = body[:-8]
     server.lie_length[f"/tiny/{DATA}"] = len(body)
-    with pytest.raises(hub.DownloadError, match=r"^HTTP 416 for a partial file.* \(after 2 attempts\)$"):
+    with pytest.raises(hub.DownloadError, match=r"^HTTP 416 for a partial file \(after 2 attempts\)$"):
         hub.download_file(server.url + f"/tiny/{DATA}", tmp_path / DATA, len(body), progress=False, retries=1)
     assert server.requests == [(f"/tiny/{DATA}", None), (f"/tiny/{DATA}", f"bytes={len(body) - 8}-")]
     assert not (tmp_path / DATA).exists()
