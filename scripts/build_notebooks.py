@@ -1,6 +1,6 @@
 """Build the notebooks in notebooks/ from the cell lists in scripts/notebook_cells/, run them, save them.
 
-    python scripts/build_notebooks.py                 # build and execute all eight
+    python scripts/build_notebooks.py                 # build and execute all of them
     python scripts/build_notebooks.py 03 05           # only the notebooks whose name starts so
     python scripts/build_notebooks.py --no-execute    # write them without outputs
 
@@ -10,6 +10,10 @@ format: a line ``# %% [markdown]`` starts a markdown cell (its lines start with 
 everywhere. A notebook is written only if every cell ran without error, so a failing notebook never
 replaces a working one. Outputs (text and PNG figures) are kept so the notebooks read well on GitHub.
 
+A code cell whose source contains the line ``# README picture`` marks the figure shown in the README:
+building that notebook also writes the cell's first PNG to ``docs/images/<notebook>.png``
+(``tests/test_notebooks.py`` checks the two stay byte-identical).
+
 ``execute(nb)`` is also what ``tests/test_notebooks.py`` uses to run the committed notebooks. It runs
 them with one BLAS thread (``OMP_NUM_THREADS`` etc. default to 1), so the committed timings of
 ``07_kv_cache`` are single-threaded.
@@ -18,6 +22,7 @@ them with one BLAS thread (``OMP_NUM_THREADS`` etc. default to 1), so the commit
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import pathlib
@@ -30,10 +35,13 @@ import nbformat
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = ROOT / "notebooks"
 CELLS_DIR = pathlib.Path(__file__).resolve().parent / "notebook_cells"
+PICTURES_DIR = ROOT / "docs" / "images"
+PICTURE_MARK = "# README picture"
 CELL_TIMEOUT = 300  # seconds per cell; the cells themselves take well under a second or two
 
-# The same first code cell in every notebook: real GPT-2 124M when its weights are already in the
-# cache, otherwise a small deterministic model with the real vocabulary, and a plain statement of which.
+# The same first code cell in every notebook loads the model it uses: OpenAI's GPT-2 124M when its weights
+# are already in the cache, otherwise the small trained model that ships inside the package; its output,
+# the notebook's first, says which.
 SETUP = '''\
 # Shared setup (identical in every notebook).
 import numpy as np
@@ -47,17 +55,21 @@ plt.rcParams.update({"figure.dpi": 72, "figure.figsize": (6.4, 3.6), "font.size"
 np.set_printoptions(precision=4, suppress=True, linewidth=110)
 
 def load_model():
-    """GPT-2 124M if its converted weights are in the cache (never downloads); else a small stand-in."""
+    """OpenAI's GPT-2 124M if it is in the cache (never downloads); else the bundled gpt2np-mini."""
     try:
         model = GPT2.from_pretrained("124M", offline=True, progress=False)
-        print("Using the real GPT-2 124M weights from the cache.")
+        print("Using OpenAI's GPT-2 124M weights from the cache.")
         return model, True
-    except Exception as err:  # not in the cache (or no network allowed): say so and fall back
-        config = Config(n_vocab=50257, n_ctx=256, n_embd=64, n_head=4, n_layer=2)
-        print(f"Real GPT-2 weights are not in the cache ({type(err).__name__}; `gpt2np download 124M` "
-              f"puts them there).\\nUSING A SMALL RANDOM MODEL instead: {config}.\\n"
-              "Every formula and check below is the same, but its text and pictures are not meaningful.")
-        return GPT2.random(config, seed=0), False
+    except gpt2np.hub.DownloadError:  # not in the cache: use the model that ships with gpt2np
+        model = GPT2.from_pretrained(gpt2np.BUNDLED_MODEL)
+        c = model.config
+        print(f"OpenAI's GPT-2 124M is not in the cache (`gpt2np download 124M` puts it there).\\n"
+              f"Using the BUNDLED MODEL {gpt2np.BUNDLED_MODEL}: {c.n_layer} layers x {c.n_embd} wide, "
+              f"{c.n_head} heads, {model.num_params() / 1e6:.1f} M parameters, trained by gpt2np on Austen's\\n"
+              "novels and a public-domain Bible. Same architecture and tokenizer as GPT-2, far smaller.")
+        return model, False
+
+model, REAL = load_model()  # REAL: True for OpenAI's weights, False for the bundled model
 '''
 
 
@@ -148,6 +160,23 @@ def execute(nb: nbformat.NotebookNode, timeout: int = CELL_TIMEOUT) -> nbformat.
     return nb
 
 
+def marked_picture(nb: nbformat.NotebookNode) -> bytes | None:
+    """The first PNG output of the code cell marked ``# README picture``, or None if no cell is."""
+    for cell in nb.cells:
+        if cell.cell_type == "code" and PICTURE_MARK in cell.source.splitlines():
+            for out in cell.get("outputs", []):
+                if "image/png" in out.get("data", {}):
+                    return base64.b64decode(out["data"]["image/png"])
+            raise ValueError(f"the cell marked {PICTURE_MARK!r} made no PNG figure")
+    return None
+
+
+def _write_atomically(path: pathlib.Path, write) -> None:
+    tmp_path = path.with_name(path.name + ".tmp")
+    write(tmp_path)
+    os.replace(tmp_path, path)  # never a half-written file under the final name
+
+
 def names() -> list[str]:
     return sorted(p.stem for p in CELLS_DIR.glob("[0-9][0-9]_*.py"))
 
@@ -167,9 +196,11 @@ def main(argv=None) -> int:
         if not args.no_execute:
             execute(nb)
         path = NOTEBOOKS_DIR / f"{name}.ipynb"
-        tmp_path = path.with_suffix(".ipynb.tmp")
-        nbformat.write(nb, str(tmp_path))
-        os.replace(tmp_path, path)  # never a half-written notebook under the final name
+        _write_atomically(path, lambda tmp: nbformat.write(nb, str(tmp)))
+        picture = None if args.no_execute else marked_picture(nb)
+        if picture is not None:
+            PICTURES_DIR.mkdir(parents=True, exist_ok=True)
+            _write_atomically(PICTURES_DIR / f"{name}.png", lambda tmp: tmp.write_bytes(picture))
         print(f"{path.relative_to(ROOT)}: {path.stat().st_size / 1024:.0f} KB, "
               f"{time.perf_counter() - start:.1f} s")
     return 0

@@ -8,7 +8,9 @@
 # \xrightarrow{\text{BPE merges}} \text{tokens} \xrightarrow{\text{vocabulary}} \text{ids}$$
 #
 # This notebook goes through every arrow by hand and checks each result against
-# `gpt2np.Tokenizer` (which is byte-exact with OpenAI's encoder and tiktoken).
+# `gpt2np.Tokenizer` (which is byte-exact with OpenAI's encoder and tiktoken). At the end, the trained
+# model the setup cell loaded shows what it makes of the ids: how it predicts a word that the tokenizer
+# has cut into pieces.
 
 # %%
 SETUP
@@ -213,3 +215,54 @@ print("streamed:", "".join(pieces_out), "   token by token without holding back:
 for s in ["", "  leading spaces", "tabs\tand\nnewlines\r\n", "naïve café 北京 🦙🦙", "x" * 50, "<|endoftext|>"]:
     assert tok.decode(tok.encode_ordinary(s)) == s, s
 print("round trip holds")
+
+# %% [markdown]
+# ## 8. What the model makes of the pieces
+#
+# The model reads the ids and, at every position $t$, gives a score (logit) $z_{t,i}$ to every id $i$ of the
+# vocabulary; the softmax turns the scores into the probability of each possible next token:
+#
+# $$p(i_{t+1} = i \mid i_0, \dots, i_t) = \mathrm{softmax}(z_t)_i = \frac{e^{z_{t,i}}}{\sum_{j=0}^{V-1} e^{z_{t,j}}}$$
+#
+# The model never sees words, only tokens. A name the tokenizer cuts into two pieces is predicted in two
+# steps, and by the chain rule its probability is the product
+# $p(\text{" Dar"}) \cdot p(\text{"cy"} \mid \text{" Dar"})$. Below, every token of a sentence from the world
+# of the bundled model's training text (Austen's novels) gets the probability the model gave it, one
+# position earlier. A token *continues a word* when it starts with a letter and follows a token that
+# ends with one ("cy" after " Dar"); every other token starts a new word or is punctuation.
+
+# %%
+sentence = ("Mr. Darcy and Mr. Bingley walked in the garden with Jane and Elizabeth, while Mrs. Bennet and "
+            "Mrs. Dashwood watched them from the window.")
+ids = tok.encode(sentence)
+z = model(np.array(ids))                                      # [T, V] logits
+prob = np.exp(z - z.max(-1, keepdims=True))                   # subtracting the max changes nothing but overflow
+prob /= prob.sum(-1, keepdims=True)
+np.testing.assert_allclose(prob, gpt2np.layers.softmax(z), rtol=1e-5, atol=1e-7)
+p_next = prob[np.arange(len(ids) - 1), ids[1:]]               # p of token t+1 given tokens 0..t
+pieces_txt = [tok.decode([i]) for i in ids]
+cont = np.array([b[:1].isalpha() and a[-1:].isalpha() for a, b in zip(pieces_txt, pieces_txt[1:])])
+for t in range(len(ids) - 1):
+    mark = "   continues the word" if cont[t] else ""
+    print(f"{pieces_txt[t + 1]!r:11} p = {p_next[t]:.3f}{mark}")
+print(f"\nmean p of the tokens that continue a word: {p_next[cont].mean():.3f}; "
+      f"of the others: {p_next[~cont].mean():.3f}")
+print("the model's likeliest next tokens at the end:",
+      [(tok.decode([j]), round(float(prob[-1, j]), 3)) for j in np.argsort(-prob[-1])[:5]])
+
+fig, ax = plt.subplots(figsize=(9, 2.8))
+ax.bar(range(len(p_next)), p_next, color=np.where(cont, "tab:orange", "tab:blue"))
+ax.set_xticks(range(len(p_next)), pieces_txt[1:], rotation=90, fontsize=7)
+ax.set_ylabel("p(token | before)"); ax.set_title("orange: the token continues a word the tokenizer split")
+fig.tight_layout()
+if not REAL:   # the bundled model: once a name has begun, its next piece is nearly certain
+    assert cont.sum() >= 4 and p_next[cont].min() > 0.5 and p_next[cont].mean() > 5 * p_next[~cont].mean()
+    assert all(p_next[t - 1] < 0.1 for t in np.flatnonzero(cont))   # ... but its first piece was a guess
+    after_mr = [p_next[t] for t in range(len(ids) - 1) if pieces_txt[t] == " Mr" and pieces_txt[t + 1] == "."]
+    assert after_mr and min(after_mr) > 0.5
+
+# %% [markdown]
+# For the bundled model the first piece of a name is a guess among many possibilities, but once it has
+# been read the next piece is nearly certain: after " Dar" the model gives "cy" a probability close to 1. (Pieces of words are not the only near-certain tokens: so is the full stop after
+# " Mr".) Whichever way the tokenizer cuts a word, the model can assign it the same total
+# probability; cutting it into more pieces only costs more steps.

@@ -7,8 +7,11 @@
 # $$x \leftarrow x + \mathrm{MHA}(\mathrm{LN}_1(x)) \qquad\qquad x \leftarrow x + \mathrm{MLP}(\mathrm{LN}_2(x))$$
 #
 # This notebook takes the pieces one by one (layer norm, GELU, the MLP, the residuals), computes each
-# by hand on block 0's real input, checks it against `gpt2np.layers`, and ends with how this block
-# differs from a textbook *encoder* layer such as PyTorch's `nn.TransformerEncoderLayer`.
+# by hand on block 0's input in the trained model the setup cell loaded, and checks it against
+# `gpt2np.layers`. Then it measures what the blocks of that model actually do to a sentence: how often
+# the MLP's units are on, how the residual stream grows from block to block, and how much of it comes
+# from attention and how much from the MLPs. It ends with how this block differs from a textbook
+# *encoder* layer such as PyTorch's `nn.TransformerEncoderLayer`.
 
 # %%
 SETUP
@@ -17,15 +20,16 @@ SETUP
 import math
 from gpt2np import layers
 
-model, REAL = load_model()
 tok = Tokenizer.gpt2()
 cfg = model.config
-ids = np.array(tok.encode("Layer norm, GELU and residuals: the rest of a transformer block."))
+text = ("When Mrs. Dashwood came down to breakfast, she found her daughters already at the window, "
+        "watching the rain and wondering whether their cousin would still ride over from the park.")
+ids = np.array(tok.encode(text))                       # prose like the bundled model's training text
 trace = model.trace(ids)
 p0 = model.params["blocks"][0]
 x = trace["embed"]                                     # [T, d], the input of block 0
 T, d = x.shape
-print(f"block input x: {x.shape} {x.dtype}")
+print(f"{len(ids)} tokens; block input x: {x.shape} {x.dtype}")
 
 # %% [markdown]
 # ## 1. Layer normalisation
@@ -110,6 +114,48 @@ print(f"{d} -> {fc.shape[-1]} -> {mlp_out.shape[-1]} features per token;"
       f" {np.mean(act < 0):.0%} of the GELU outputs are negative (ReLU would give none)")
 
 # %% [markdown]
+# ### How many of the MLP's units are on?
+#
+# Call unit $j$ of the $4d$ hidden units *on* for a token when its pre-activation $u_j = (h\,W_{fc} + b_{fc})_j$
+# is positive. An off unit outputs $\mathrm{GELU}(u_j) \in [-0.17, 0)$, close to nothing; an on unit
+# passes $u_j$ on almost unchanged once it is past 2 or so. So the MLP's output for a token is
+# built mostly from the rows of $W_{proj}$ of its on units. We count them in every block of the model
+# (checking each block's GELU against the trace), and look at the pre-activations of one block.
+
+# %%
+L = cfg.n_layer
+on_share, energy_on = [], []
+for i in range(L):
+    u = trace[f"h{i}.mlp.fc"]                            # [T, 4d] pre-activations of block i
+    g = layers.gelu(u)
+    np.testing.assert_allclose(g, trace[f"h{i}.mlp.gelu"], rtol=1e-5, atol=1e-6)
+    on_share.append(np.mean(u > 0))
+    energy_on.append((g[u > 0] ** 2).sum() / (g ** 2).sum())   # share of sum(GELU^2) from on units
+    print(f"block {i}: {on_share[-1]:5.1%} of the units on per token (on average); "
+          f"they give {energy_on[-1]:5.1%} of the sum of squared GELU outputs; "
+          f"{np.mean((u > 0).sum(0) == 0):4.0%} are off for every token")
+
+sparsest = int(np.argmin(on_share))
+fig, axes = plt.subplots(1, 2, figsize=(9, 2.8))
+axes[0].bar(range(L), on_share, color="tab:green")
+axes[0].axhline(0.5, color="k", lw=0.5, ls="--")
+axes[0].set_xlabel("block"); axes[0].set_ylabel("share of units on"); axes[0].set_title("MLP units on, per token")
+u = trace[f"h{sparsest}.mlp.fc"]
+axes[1].hist(u.ravel(), bins=80, color="tab:gray", density=True, label="pre-activations")
+axes[1].axvline(0, color="k", lw=0.5)
+axes[1].set_xlabel(f"u (block {sparsest}, all tokens and units)"); axes[1].set_title(f"block {sparsest}: most units below 0")
+fig.tight_layout()
+never_on = [np.mean((trace[f"h{i}.mlp.fc"] > 0).sum(0) == 0) for i in range(L)]
+if not REAL:   # the bundled model: in every block fewer than half of the units are on, most for some token
+    assert max(on_share) < 0.5 and min(on_share) < 0.25 and max(never_on) < 0.25 and max(energy_on) < 0.95
+
+# %% [markdown]
+# In the bundled model fewer than half of the units are on for a typical token in every block, and in the
+# sparsest block only a small fraction (the printed numbers). Which units are on depends on the token:
+# most units are on for at least one token of the sentence. The many off units are not exactly zero,
+# though: their small negative outputs still carry a noticeable share of the total.
+
+# %% [markdown]
 # ## 4. Residuals and the whole block
 #
 # $$r = x + \mathrm{MHA}(\mathrm{LN}_1(x)) \qquad\qquad y = r + \mathrm{MLP}(\mathrm{LN}_2(r))$$
@@ -128,19 +174,86 @@ np.testing.assert_allclose(y, trace["h0.out"], rtol=1e-4, atol=1e-4)
 print("block(x) by hand == layers.block == trace['h0.out']")
 
 # %% [markdown]
-# How large is the residual stream after each block, compared with what each sublayer adds? In a
-# pre-LN network the stream grows, and each sublayer makes a correction to it.
+# ### The residual stream of the whole model
+#
+# Applying the two residual formulas block after block, the input of the final norm is the embedding
+# plus everything every sublayer ever added:
+#
+# $$x^{(L)} = x^{(0)} + \sum_{\ell=0}^{L-1} \big(a^{(\ell)} + m^{(\ell)}\big), \qquad
+# a^{(\ell)} = \mathrm{MHA}_\ell(\cdot),\; m^{(\ell)} = \mathrm{MLP}_\ell(\cdot)$$
+#
+# We check it from the trace, then measure two things per block on our sentence: the mean length of the
+# stream $\|x\|$ and of what each sublayer adds, and the direction of each addition compared with the
+# stream it is added to, $\cos(a^{(\ell)}, x)$ (positive: it reinforces what is there; negative: it
+# partly cancels it).
 
 # %%
-L = cfg.n_layer
-norm = lambda name: np.linalg.norm(trace[name], axis=-1).mean()
-stream = [norm("embed")] + [norm(f"h{i}.out") for i in range(L)]
+norm = lambda a: np.linalg.norm(a, axis=-1)             # [T]: the length of each token's vector
+cos_rows = lambda a, b: np.sum(a * b, -1) / norm(a) / norm(b)
+stream = trace["embed"].copy()
+rows = []
+for i in range(L):
+    a_i, m_i = trace[f"h{i}.attn.out"], trace[f"h{i}.mlp.out"]
+    rows.append((norm(stream).mean(), norm(a_i).mean(), norm(m_i).mean(),
+                 cos_rows(a_i, stream).mean(), cos_rows(m_i, stream + a_i).mean()))
+    stream = stream + a_i
+    np.testing.assert_allclose(stream, trace[f"h{i}.resid"], rtol=1e-4, atol=1e-4)
+    stream = stream + m_i
+    np.testing.assert_allclose(stream, trace[f"h{i}.out"], rtol=1e-4, atol=1e-4)
+print("x^(L) == embedding + every attention and MLP output: checked block by block\n")
+print("block   ‖x‖ in   ‖MHA out‖   ‖MLP out‖   cos(MHA out, x)   cos(MLP out, x)")
+for i, (xn, an, mn, ac, mc) in enumerate(rows):
+    print(f"{i:5d}  {xn:7.2f}  {an:10.2f}  {mn:10.2f}  {ac:+16.2f}  {mc:+16.2f}")
+print(f"final ‖x^(L)‖ = {norm(stream).mean():.2f}, {norm(stream).mean() / rows[0][0]:.0f} times the embedding's")
+
 fig, ax = plt.subplots(figsize=(6, 2.8))
-ax.plot(range(L + 1), stream, "o-", label="‖x‖ after block (0 = embedding)")
-ax.plot(np.arange(L) + 1, [norm(f"h{i}.attn.out") for i in range(L)], "s--", label="‖MHA output‖")
-ax.plot(np.arange(L) + 1, [norm(f"h{i}.mlp.out") for i in range(L)], "^--", label="‖MLP output‖")
+ax.plot(range(L + 1), [r[0] for r in rows] + [norm(stream).mean()], "o-", label="‖x‖ after block (0 = embedding)")
+ax.plot(np.arange(L) + 1, [r[1] for r in rows], "s--", label="‖MHA output‖")
+ax.plot(np.arange(L) + 1, [r[2] for r in rows], "^--", label="‖MLP output‖")
 ax.set_xlabel("block"); ax.set_ylabel("mean vector norm"); ax.legend(); ax.grid(alpha=0.3)
 fig.tight_layout()
+if not REAL:   # the bundled model: block 0's MLP makes most of the early stream; the stream grows, then levels
+    assert rows[0][2] > 5 * rows[0][0] and rows[0][2] > 5 * rows[0][1]
+    assert rows[1][0] < rows[2][0] < rows[3][0] and rows[L - 1][0] > rows[L // 2][0] * 0.9
+    assert norm(stream).mean() > 10 * rows[0][0] and min(r[3] for r in rows) < -0.2
+
+# %% [markdown]
+# In the bundled model the stream starts short (the embedding) and block 0's MLP immediately adds a
+# vector many times longer, while block 0's attention adds little: the first MLP acts like a second
+# embedding step, replacing the raw token vector by the model's own representation of the token. The
+# stream then keeps growing for a few blocks and levels off. Each sublayer reads a *normalised* copy of the
+# stream, so this growth is harmless, and it means that an addition of a given size turns the stream
+# less and less in later blocks. The cosines show that the sublayers do not only add: in some blocks
+# attention's output points partly *against* the stream, removing some of what is there.
+#
+# Which sublayers make up the final stream? Project each term of the sum onto $x^{(L)}$: the shares
+# $\frac{c \cdot x^{(L)}}{\|x^{(L)}\|^2}$ of all the terms $c$ add up to exactly 1 for every token.
+
+# %%
+terms = {"emb": trace["embed"]}
+for i in range(L):
+    terms[f"a{i}"], terms[f"m{i}"] = trace[f"h{i}.attn.out"], trace[f"h{i}.mlp.out"]
+shares = {k: np.sum(c * stream, -1) / np.sum(stream * stream, -1) for k, c in terms.items()}   # [T] each
+np.testing.assert_allclose(sum(shares.values()), 1.0, rtol=1e-4)
+mean_share = {k: float(v.mean()) for k, v in shares.items()}
+attn_total = sum(v for k, v in mean_share.items() if k[0] == "a")
+mlp_total = sum(v for k, v in mean_share.items() if k[0] == "m")
+print(f"share of x^(L) from the embedding {mean_share['emb']:+.3f}, from all attention {attn_total:+.3f}, "
+      f"from all MLPs {mlp_total:+.3f}")
+fig, ax = plt.subplots(figsize=(6.4, 2.6))
+ax.bar(range(len(terms)), list(mean_share.values()),
+       color=["tab:gray"] + ["tab:blue", "tab:orange"] * L)
+ax.set_xticks(range(len(terms)), list(terms)); ax.axhline(0, color="k", lw=0.5)
+ax.set_ylabel("share of x^(L)"); ax.set_title("what the final stream is made of (a = attention, m = MLP)")
+fig.tight_layout()
+if not REAL:   # the bundled model: the MLPs write most of the final stream
+    assert mlp_total > 2 * attn_total and abs(mean_share["emb"]) < 0.05
+
+# %% [markdown]
+# In the bundled model the MLPs write most of what the final norm reads, block 0's the most, while the
+# embedding itself has almost no share left: what reaches the output head is built from what the
+# blocks added, not from the token vector the model started with. Attention's share is smaller, but
+# it is the only part that brings in information from other tokens.
 
 # %% [markdown]
 # ## 5. GPT-2's block versus a generic encoder layer

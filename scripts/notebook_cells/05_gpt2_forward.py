@@ -14,6 +14,11 @@
 #
 # We run it by hand with `gpt2np.layers`, check it against `model(ids)` and `model.trace(ids)`, then
 # turn logits into probabilities, a loss and a perplexity, and count the parameters of each size.
+#
+# The model is the one the setup cell loaded (its output says which): OpenAI's GPT-2 124M if it is in
+# the cache, otherwise the bundled `gpt2np-mini`, a 6-layer GPT-2 trained on Jane Austen's novels and
+# a public-domain Bible. So the text we feed it is from that world: the first sentence of *Pride and
+# Prejudice*.
 
 # %%
 SETUP
@@ -21,13 +26,14 @@ SETUP
 # %%
 from gpt2np import layers
 
-model, REAL = load_model()
 tok = Tokenizer.gpt2()
 cfg = model.config
 p = model.params
-ids = np.array(tok.encode("The quick brown fox jumps over the lazy dog. The quick brown fox"))
+text = ("It is a truth universally acknowledged, that a single man in possession of a good fortune, "
+        "must be in want of a wife.")
+ids = np.array(tok.encode(text))
 T = len(ids)
-print(cfg, f"\nT = {T} tokens")
+print(cfg, f"\nT = {T} tokens:", [tok.decode([j]) for j in ids])
 
 # %% [markdown]
 # ## 1. By hand, block by block
@@ -65,32 +71,67 @@ np.testing.assert_allclose(trace["logits"], logits, rtol=1e-4, atol=1e-4)
 #
 # GPT-2 has no separate output matrix: the score of token $i$ is the dot product of the final
 # vector $h_t$ with token $i$'s own input embedding, $z_{t,i} = h_t \cdot W_{te}[i]$. The model
-# predicts the tokens whose embeddings point the same way as $h_t$. This saves $V \cdot d$
-# parameters (38.6 M of the 124 M model's 124.4 M).
+# predicts the tokens whose embeddings point the same way as $h_t$. Tying saves $V \cdot d$
+# parameters: 38.6 M of the 124M model's 124.4 M, and most of a small model with GPT-2's vocabulary.
 
 # %%
-i = int(ids[3])
-np.testing.assert_allclose(logits[-1, i], h[-1] @ p["wte"][i], rtol=1e-4, atol=1e-4)
-print(f"z[T-1, {i}] = h[T-1] · wte[{i}] ({tok.decode([i])!r}) = {logits[-1, i]:.4f}")
+t = T - 3                                                 # the position of the last " a": it predicts " wife"
+i = int(ids[t + 1])
+np.testing.assert_allclose(logits[t, i], h[t] @ p["wte"][i], rtol=1e-4, atol=1e-4)
+print(f"z[{t}, {i}] = h[{t}] · wte[{i}] ({tok.decode([i])!r}) = {logits[t, i]:.4f}")
+print(f"V·d = {cfg.n_vocab * cfg.n_embd:,} of this model's {model.num_params():,} parameters "
+      f"({cfg.n_vocab * cfg.n_embd / model.num_params():.0%}) are the one table wte")
 
 # %% [markdown]
 # ## 3. From logits to probabilities
 #
 # $$p_{t,i} = \frac{e^{z_{t,i}}}{\sum_{j=1}^{V} e^{z_{t,j}}}$$
 #
-# The most likely next tokens after the whole text:
+# Because of the causal mask, row $t$ of the logits depends only on tokens $0..t$: the one forward
+# pass above already holds the model's prediction after every prefix of the sentence. Row $T-3$ is
+# its guess after "... must be in want of a", exactly what running the shorter prompt alone gives.
+# We also ask it to finish the first verse of Genesis.
+#
+# How spread out a prediction is can be put in one number, the entropy
+# $H(p) = -\sum_i p_i \log p_i$ (nats); $e^{H}$ is the number of equally likely tokens that would be
+# as uncertain.
 
 # %%
-probs = layers.softmax(logits[-1])                        # [V]
-assert abs(probs.sum() - 1) < 1e-5
-top = np.argsort(-probs)[:10]
-for j in top[:5]:
-    print(f"  {tok.decode([j])!r:12} p = {probs[j]:.3g}")
-fig, ax = plt.subplots(figsize=(6, 2.6))
-ax.bar(range(10), probs[top])
-ax.set_xticks(range(10), [repr(tok.decode([j])) for j in top], rotation=45, fontsize=8)
-ax.set_ylabel("p(next token)"); ax.set_title(f"after {tok.decode(ids[-4:].tolist())!r}")
+austen = tok.decode(ids[:t + 1].tolist())                 # "It is a truth ... in want of a"
+np.testing.assert_allclose(model(ids[:t + 1])[-1], logits[t], rtol=1e-4, atol=1e-4)
+genesis = "In the beginning God created the heaven and the"
+cases = [(austen, logits[t], " wife"), (genesis, model(tok.encode(genesis))[-1], " earth")]
+
+fig, axes = plt.subplots(1, 2, figsize=(9, 2.8), sharey=True)
+found = []
+for ax, (prompt, zt, word) in zip(axes, cases):
+    e = np.exp(zt - zt.max())
+    probs = e / e.sum()                                   # [V]
+    np.testing.assert_allclose(probs, layers.softmax(zt), rtol=1e-5, atol=1e-8)
+    assert abs(probs.sum() - 1) < 1e-5
+    top = np.argsort(-probs)[:8]
+    target = tok.encode(word)[0]
+    rank = int((probs > probs[target]).sum()) + 1
+    H = -(probs * np.log(np.maximum(probs, 1e-30))).sum()
+    found.append((top[0], probs[top[0]], rank))
+    print(f"...{prompt[-38:]!r}:  entropy {H:.2f} nats (like {np.exp(H):.0f} equal choices)")
+    print("   " + ",  ".join(f"{tok.decode([j])!r} {probs[j]:.3f}" for j in top))
+    print(f"   the original text's {word!r}: p = {probs[target]:.4f}, rank {rank}\n")
+    ax.bar(range(8), probs[top], color=["tab:orange" if j == target else "tab:blue" for j in top])
+    ax.set_xticks(range(8), [repr(tok.decode([j])) for j in top], rotation=45, fontsize=8)
+    ax.set_title(f"...{prompt[-26:]!r}", fontsize=8)
+axes[0].set_ylabel("p(next token)")
 fig.tight_layout()
+if not REAL:  # what the text below says of the bundled model
+    (a_top, a_p, a_rank), (g_top, g_p, g_rank) = found
+    assert g_rank == 1 and g_p < 0.1 and a_rank > 5 and a_p < 0.1, found
+
+# %% [markdown]
+# For the bundled model (the numbers are printed above) the end of the first verse of Genesis comes
+# out right: " earth" is its first choice, though with less than a tenth of the probability. Austen's
+# last word does not: after "in want of a" the model spreads its bets over many plausible words, none
+# with more than a few percent, and " wife" is well down the list. A 7.7 M-parameter model trained on
+# 2 M tokens learns which kinds of words can follow which, not whole sentences by heart.
 
 # %% [markdown]
 # ## 4. Loss and perplexity
@@ -124,10 +165,55 @@ ax.axhline(np.log(cfg.n_vocab), color="tab:red", ls="--", label="log V (uniform)
 ax.set_xticks(range(T - 1), [repr(tok.decode([j])) for j in ids[1:]], rotation=90, fontsize=7)
 ax.set_ylabel("−log p (nats)"); ax.set_title("loss of each predicted token"); ax.legend()
 fig.tight_layout()
+worst, best = np.argsort(-nll)[:3], np.argsort(nll)[:3]
+print("dearest tokens:", [(tok.decode([ids[j + 1]]), round(float(nll[j]), 2)) for j in worst])
+print("cheapest tokens:", [(tok.decode([ids[j + 1]]), round(float(nll[j]), 2)) for j in best])
+if not REAL:  # the prose below
+    assert loss < np.log(cfg.n_vocab) and tok.decode([ids[worst[0] + 1]]) == " universally"
+    assert nll[worst[0]] > np.log(cfg.n_vocab)
+    assert {" of", " be"} <= {tok.decode([ids[j + 1]]) for j in best}
 
 # %% [markdown]
-# With the real weights the second "The quick brown fox" is far cheaper than the first: attention
-# lets the model copy what it has already seen.
+# The loss is far below the uniform $\log V$, but it is uneven. For the bundled model the cheapest
+# tokens are the ones grammar all but forces (" of" after "in want", " be" after "must": about one nat
+# or less), and the rare word " universally" costs *more* than a uniform guess would. Training pushes
+# the probability of tokens the model has rarely seen far below $1/V$, so meeting one is expensive.
+#
+# The same holds for whole texts: one from outside the training domain costs many more nats per
+# token. And repetition: a model that has learned to look back and copy (what are called *induction
+# heads*) finds the second copy of a sentence much cheaper than the first. We measure both.
+
+# %%
+fox = "The quick brown fox jumps over the lazy dog."
+verse = 'And God said to Moses, "Go to Pharaoh and say to him, Let my people go."'
+print(f"loss per token: Austen's sentence {loss:.2f},  {fox!r} {model.loss(tok.encode(fox)):.2f} nats")
+
+once = tok.encode(verse)
+twice = np.array(once + once)
+n = len(once)
+nll2 = -layers.log_softmax(model(twice)[:-1])[np.arange(2 * n - 1), twice[1:]]   # [2n-1]
+first, second = nll2[:n - 1], nll2[n:]                    # the same n-1 targets, read once and again
+np.testing.assert_allclose(nll2.mean(), model.loss(twice), rtol=1e-4)
+drop = first.mean() - second.mean()
+print(f"the verse, first time {first.mean():.2f} nats per token, second time {second.mean():.2f}: "
+      f"{drop:.2f} nats cheaper")
+
+fig, ax = plt.subplots(figsize=(7, 2.6))
+ax.plot(first, ".-", label="first time")
+ax.plot(second, ".-", label="second time (the same tokens again)")
+ax.set_xticks(range(n - 1), [repr(tok.decode([j])) for j in once[1:]], rotation=90, fontsize=7)
+ax.set_ylabel("−log p (nats)"); ax.legend(fontsize=8); ax.set_title("a verse, then the same verse again")
+fig.tight_layout()
+if not REAL:  # the prose below
+    assert model.loss(tok.encode(fox)) > loss + 2
+    assert 0 <= drop < 1.0, drop
+
+# %% [markdown]
+# For the bundled model the pangram about the fox, nothing like its corpus, costs several nats per
+# token more than Austen's sentence. The repeated verse gets only a little cheaper, by less than a
+# nat per token on average: this small model has hardly learned to copy from its context, and the
+# second time it mostly predicts each token as it did the first. (Notebook 11 looks at what its
+# attention heads do instead.)
 #
 # ## 5. Counting parameters
 #

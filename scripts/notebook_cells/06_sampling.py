@@ -10,7 +10,8 @@
 #
 # To see what each step does we use one small, readable distribution: twelve candidate words after
 # "The weather today is", with logits chosen by hand. Every processor works the same on the model's
-# 50257 logits (section 7).
+# 50257 logits; sections 8-10 apply them to the trained model the setup cell loaded and measure what
+# they do to its real continuations.
 
 # %%
 SETUP
@@ -176,33 +177,182 @@ ax.set_xticks(range(len(z)), words, rotation=60, fontsize=7); ax.legend(fontsize
 fig.tight_layout()
 
 # %% [markdown]
-# ## 8. On the model
+# ## 8. On the model: how sure is it?
 #
-# The same steps on GPT-2's real output: 50257 logits for the token after a prompt. We compare how
-# many tokens each setting leaves in play, check greedy generation against a hand-written argmax
-# loop, and generate with a few settings (a fixed `seed` makes sampling reproducible).
+# Now the model's own 50257 logits for the token after a prompt. How much a setting changes depends
+# on how sure the model is, which the entropy $H(p) = -\sum_i p_i \log p_i$ measures. We take two
+# prompts from the bundled model's world (Austen and the Bible): after `And God said to Moses,` the
+# model expects an opening quote; after `Elizabeth could not help` many words can follow.
+#
+# Temperature rescales every logit, so it moves the entropy of any distribution; top-$k$ keeps a
+# fixed number of tokens whatever their share; top-$p$ keeps as many as it takes to hold the mass $p$.
 
 # %%
-model, REAL = load_model()
 tok = Tokenizer.gpt2()
-prompt = "The weather today is"
-ids = tok.encode(prompt)
-logits = model(ids)[-1]                                  # [V]
-for name, kw in [("τ=1", {}), ("τ=0.7", dict(temperature=0.7)), ("top-k 40", dict(top_k=40)),
-                 ("top-p 0.9", dict(top_p=0.9))]:
-    q = sampling.next_token_probs(logits, **kw)
-    print(f"{name:10} tokens with p > 0: {int((q > 0).sum()):6d}   largest p: {q.max():.3g}")
+prompts = {"sure": "And God said to Moses,", "unsure": "Elizabeth could not help"}
+dists = {}
+for key, prompt in prompts.items():
+    zm = model(tok.encode(prompt))[-1]                       # [V] logits of the next token
+    pm = sampling.next_token_probs(zm)
+    dists[key] = (zm, pm)
+    top = np.argsort(-pm)[:5]
+    print(f"{prompt!r:28} " + ",  ".join(f"{tok.decode([j])!r} {pm[j]:.3f}" for j in top))
 
-# greedy generation is an argmax loop (the library's runs on the KV cache; this one does not)
+def entropy_nats(q):
+    q = q[q > 0]
+    return float(-(q * np.log(q)).sum())
+
+taus_m = np.array([0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0])
+print(f"\n{'':8} {'H at τ=0.5':>10} {'τ=1':>6} {'τ=1.5':>6}   {'top-k 40 keeps':>15}   {'top-p 0.9 keeps':>16}")
+kept_p, H_tau, mass_k = {}, {}, {}
+fig, axes = plt.subplots(1, 2, figsize=(9.5, 2.8))
+for key, (zm, pm) in dists.items():
+    H = []
+    for tau in taus_m:
+        e = np.exp((zm - zm.max()) / tau); pt = e / e.sum()    # softmax(z / τ) by hand
+        np.testing.assert_allclose(pt, sampling.next_token_probs(zm, temperature=tau), rtol=1e-4, atol=1e-9)
+        H.append(entropy_nats(pt))
+    H_tau[key] = H
+    axes[0].plot(taus_m, H, "o-", label=prompts[key])
+    # top-k 40: the share of probability its 40 tokens hold; top-p 0.9: how many tokens it keeps
+    mass40 = np.sort(pm)[-40:].sum()
+    cum = np.cumsum(np.sort(pm)[::-1])
+    m = int(np.searchsorted(cum, 0.9)) + 1
+    assert m == int((sampling.next_token_probs(zm, top_p=0.9) > 0).sum())
+    assert int((sampling.next_token_probs(zm, top_k=40) > 0).sum()) == 40
+    kept_p[key], mass_k[key] = m, mass40
+    print(f"{key:8} {H[1]:10.2f} {H[3]:6.2f} {H[5]:6.2f}   {mass40:8.1%} of mass   {m:7d} tokens")
+    axes[1].semilogx(np.arange(1, len(cum) + 1), cum, label=prompts[key])
+    axes[1].plot(m, cum[m - 1], "k.")
+axes[0].set_xlabel("temperature τ"); axes[0].set_ylabel("entropy H (nats)"); axes[0].legend(fontsize=7)
+axes[1].axhline(0.9, color="tab:red", ls="--", lw=1); axes[1].axvline(40, color="gray", ls=":", lw=1)
+axes[1].set_xlabel("number of most likely tokens kept"); axes[1].set_ylabel("probability they hold")
+axes[1].set_title("top-p 0.9 (red) vs top-k 40 (dotted)", fontsize=9)
+fig.tight_layout()
+if not REAL:  # the prose below
+    assert entropy_nats(dists["sure"][1]) < entropy_nats(dists["unsure"][1])
+    assert kept_p["sure"] < 100 < 10 * kept_p["sure"] < kept_p["unsure"], kept_p
+    assert all(H[0] < 0.5 and H[-1] > 9 for H in H_tau.values())     # τ = 0.25 and τ = 2
+    assert mass_k["unsure"] < 0.8 and tok.decode([int(np.argmax(dists["sure"][1]))]) == ' "'
+
+# %% [markdown]
+# For the bundled model (numbers above) top-$p$ 0.9 keeps a few dozen tokens after the sure prompt
+# and well over ten times as many after the unsure one, while top-$k$ 40 keeps 40 in both: more
+# than needed in the first case, and in the second a set that holds only part of the probability.
+# Temperature below 1 concentrates both distributions (at $\tau = 0.25$ they are nearly one-hot,
+# under half a nat); above 1 the entropy climbs quickly toward $\log V = 10.8$ nats (above 9 at
+# $\tau = 2$), because tens of thousands of unlikely tokens each get a little probability.
+#
+# ## 9. Greedy decoding on the model
+#
+# Greedy generation is an argmax loop; we check the library's (which runs on the KV cache of
+# notebook 07) against one written by hand. Then we count how repetitive the text is: the share of
+# its 3-grams (runs of three tokens) that already occurred earlier in it,
+#
+# $$\mathrm{rep}_3 = 1 - \frac{\#\,\text{distinct 3-grams}}{\#\,\text{3-grams}}.$$
+
+# %%
+prompt = "It was a fine morning, and Elizabeth"
+ids = tok.encode(prompt)
 by_hand = list(ids)
 for _ in range(8):
     by_hand.append(int(np.argmax(model(np.array(by_hand))[-1])))
 assert list(model.generate_ids(ids, max_new_tokens=8, stop_ids=[])) == by_hand[len(ids):]
 
-print("\ngreedy:     ", repr(gpt2np.generate_text(model, tok, prompt, max_new_tokens=12)))
+def repeated_3grams(new_ids):
+    grams = [tuple(new_ids[i:i + 3]) for i in range(len(new_ids) - 2)]
+    return 1 - len(set(grams)) / len(grams)
+
+N_NEW = 32
+greedy_ids = list(model.generate_ids(ids, max_new_tokens=N_NEW, stop_ids=[]))
+assert tok.decode(greedy_ids) == gpt2np.generate_text(model, tok, prompt, max_new_tokens=N_NEW, stop_ids=())
+print(f"greedy: {prompt}|{tok.decode(greedy_ids)}")
+print(f"rep_3 = {repeated_3grams(greedy_ids):.2f}")
+if not REAL:  # the prose below
+    assert repeated_3grams(greedy_ids) > 0.3
+
+# %% [markdown]
+# The bundled model's greedy text soon falls into a loop (its $\mathrm{rep}_3$ is printed above): once
+# a phrase has been produced, the most likely continuation is the same phrase again. That is the
+# reason to sample.
+#
+# ## 10. Sampled continuations
+#
+# The same prompt with several settings, each with a fixed `seed` so that the text is reproducible.
+# Besides $\mathrm{rep}_3$ we measure how likely the model itself finds each text: the mean
+# $-\log p$ of the generated tokens at $\tau = 1$ (nats per token; lower means the model finds
+# the text more likely). One forward pass over prompt + continuation gives it, as in notebook 05.
+
+# %%
+def mean_nll(new_ids):
+    full = np.array(ids + list(new_ids))
+    logp = gpt2np.layers.log_softmax(model(full)[len(ids) - 1:-1])     # predictions of the new tokens
+    return float(-logp[np.arange(len(new_ids)), new_ids].mean())
+
+# the mean over the new tokens is the total loss of the whole text minus that of the prompt
+np.testing.assert_allclose(
+    mean_nll(greedy_ids) * N_NEW,
+    model.loss(ids + greedy_ids) * (len(ids) + N_NEW - 1) - model.loss(ids) * (len(ids) - 1), rtol=1e-3)
+
+settings = [("greedy", dict()), ("τ=0.5", dict(temperature=0.5)), ("τ=0.8", dict(temperature=0.8)),
+            ("τ=1.0", dict(temperature=1.0)), ("τ=1.5", dict(temperature=1.5)),
+            ("τ=1, top-k 40", dict(temperature=1.0, top_k=40)), ("τ=1, top-p 0.9", dict(temperature=1.0, top_p=0.9)),
+            ("greedy, penalty 1.3", dict(repetition_penalty=1.3))]
+measured = {}
+for name, kw in settings:
+    new = list(model.generate_ids(ids, max_new_tokens=N_NEW, stop_ids=[], seed=0, **kw))
+    measured[name] = (repeated_3grams(new), mean_nll(new))
+    print(f"{name:20} rep_3 {measured[name][0]:.2f}  nll {measured[name][1]:.2f}  {tok.decode(new)[:100]!r}")
+again = list(model.generate_ids(ids, max_new_tokens=N_NEW, stop_ids=[], seed=0, temperature=0.8))
+assert again == list(model.generate_ids(ids, max_new_tokens=N_NEW, stop_ids=[], seed=0, temperature=0.8))
 for seed in (1, 2):
-    text = gpt2np.generate_text(model, tok, prompt, max_new_tokens=12, temperature=0.8, top_p=0.9, seed=seed)
-    print(f"seed {seed}:     ", repr(text))
-print("penalty 1.5:", repr(gpt2np.generate_text(model, tok, prompt, max_new_tokens=12, repetition_penalty=1.5)))
-if not REAL:
-    print("\n(The small random stand-in model produces arbitrary tokens: its text is not meaningful.)")
+    text = gpt2np.generate_text(model, tok, prompt, max_new_tokens=N_NEW, temperature=0.8, top_p=0.9, seed=seed)
+    print(f"τ=0.8, top-p 0.9, seed {seed}: {text[:100]!r}")
+if not REAL:  # the prose below
+    assert measured["greedy, penalty 1.3"][0] < 0.1 < measured["greedy"][0]
+    assert measured["greedy, penalty 1.3"][1] < measured["greedy"][1] + 0.3
+    assert max(measured["τ=1, top-k 40"][1], measured["τ=1, top-p 0.9"][1]) < measured["τ=1.0"][1]
+
+# %% [markdown]
+# What the bundled model does here (seed 0, numbers above): the repetition penalty breaks greedy's
+# loop without making the text much less likely to the model; plain sampling at $\tau = 1$ picks up
+# odd tokens from the long tail of the distribution, and cutting that tail with top-$k$ 40 or
+# top-$p$ 0.9 at the same temperature gives text that costs fewer nats per token.
+
+# %% [markdown]
+# One sample per setting says little, so we sweep the temperature with three seeds each and plot the
+# two measures (greedy is $\tau = 0$):
+
+# %%
+sweep = [0.0, 0.3, 0.6, 0.9, 1.2, 1.5]
+rep, nlls = np.zeros((len(sweep), 3)), np.zeros((len(sweep), 3))
+for a, tau in enumerate(sweep):
+    for seed in range(3):
+        new = list(model.generate_ids(ids, max_new_tokens=N_NEW, stop_ids=[], temperature=tau, seed=seed))
+        rep[a, seed], nlls[a, seed] = repeated_3grams(new), mean_nll(new)
+real = ("It is a truth universally acknowledged, that a single man in possession of a good fortune, "
+        "must be in want of a wife.")
+real_nll = model.loss(tok.encode(real))                   # a real sentence, for comparison
+fig, ax = plt.subplots(figsize=(6, 2.8))
+ax.errorbar(sweep, nlls.mean(1), nlls.std(1), marker="o", label="mean −log p of the text (nats/token)")
+ax.axhline(real_nll, color="gray", ls=":", label="−log p of Austen's first sentence")
+ax.set_xlabel("temperature τ"); ax.set_ylabel("nats per token")
+ax2 = ax.twinx()
+ax2.errorbar(sweep, rep.mean(1), rep.std(1), marker="s", color="tab:red", label="rep₃")
+ax2.set_ylabel("rep₃", color="tab:red"); ax2.set_ylim(-0.05, 1)
+handles = [h for a_ in (ax, ax2) for h in a_.get_legend_handles_labels()[0]]
+ax.legend(handles, [h.get_label() for h in handles], loc="upper left", fontsize=7); fig.tight_layout()
+for tau, r, n in zip(sweep, rep.mean(1), nlls.mean(1)):
+    print(f"τ = {tau:.1f}: rep_3 {r:.2f}, nll {n:.2f} nats/token")
+print(f"Austen's first sentence: {real_nll:.2f} nats/token")
+if not REAL:  # the prose below
+    assert rep[0].mean() > 0.3 and rep[-3:].mean() < 0.05 and np.all(np.diff(nlls.mean(1)[1:]) > 0)
+    assert nlls[-1].mean() > real_nll + 2
+
+# %% [markdown]
+# The two measures pull in opposite directions. For the bundled model low temperatures give text the
+# model finds very likely but that repeats itself; as $\tau$ grows the loops disappear and the
+# text's $-\log p$ rises steadily: at $\tau = 1.5$ the samples are made of tokens the model itself
+# thinks unlikely, costing far more per token than a real sentence of Austen's (the dotted line),
+# and they read as word salad (the samples above). The usual settings, $\tau$ 0.7–1 with top-$k$ or
+# top-$p$ to cut off the tail, sit between the two.

@@ -22,7 +22,6 @@ import os
 import time
 from gpt2np import layers
 
-model, REAL = load_model()
 tok = Tokenizer.gpt2()
 cfg = model.config
 ids = tok.encode("The KV cache stores the keys and values of every token seen so far, so")
@@ -54,7 +53,8 @@ print("stored keys and values == the trace's, for every block")
 # matrix. We redo that attention by hand from the cache: one query against $T + 1$ stored keys.
 
 # %%
-nxt = int(np.argmax(logits))
+nxt = int(np.argmax(logits))                                         # greedy: the most likely next token
+print(f"prompt {tok.decode(ids)!r} -> most likely next token {tok.decode([nxt])!r}")
 step_logits = model(np.array([nxt]), cache=cache, last_only=True)     # [V], one token through the blocks
 full = model(np.array(ids + [nxt]))                                   # [T+1, V], everything again
 np.testing.assert_allclose(step_logits, full[-1], rtol=1e-4, atol=1e-4)
@@ -107,15 +107,19 @@ fig.tight_layout()
 # %% [markdown]
 # ## 4. Measured: time per token, with and without the cache
 #
-# Greedy generation both ways on this notebook's model, timing every step (the fastest of three
-# runs). Both must produce the same tokens. The numbers depend on the machine and on what else it is
-# doing; the shapes of the curves are the point: rising with the position without a cache, flat with
-# it. (The outputs committed here were measured with one BLAS thread, as `scripts/build_notebooks.py`
-# runs the notebooks; the cell below prints the setting.)
+# Greedy generation both ways on this notebook's model, timing every step. Both must produce the same
+# tokens, and the same as the library's own `model.generate_ids`; the cell prints the continuation.
+#
+# Read the timings with care. They were measured on one CPU core (`scripts/build_notebooks.py` runs
+# the notebooks with one BLAS thread; the cell prints the setting) of a machine that was running
+# other programs at the same time, so single steps are noisy; taking, per step, the fastest of three
+# runs removes most interruptions but not all. The absolute numbers say little about another
+# machine. The shapes of the curves are the point: rising with the position without a cache, flat
+# with it.
 
 # %%
-n_new = 32 if REAL else 200
-start = tok.encode("Once upon a time")
+n_new = 32 if REAL else 160
+start = tok.encode("It was a fine morning, and Elizabeth")
 
 def step_times(use_cache):
     seq, times = list(start), []
@@ -140,6 +144,10 @@ seq_without, seq_with = runs_without[0][0], runs_with[0][0]
 t_without = np.min([t for _, t in runs_without], axis=0)
 t_with = np.min([t for _, t in runs_with], axis=0)
 assert seq_with == seq_without, "cached and uncached greedy generation differ"
+lib_ids = model.generate_ids(start, n_new, stop_ids=())         # greedy by default, on the cache
+assert seq_with[len(start):] == lib_ids, "our greedy loop differs from model.generate_ids"
+print(f"greedy continuation (the first 40 of {n_new} tokens, identical both ways and from generate_ids):\n"
+      f"  {tok.decode(start)!r} + {tok.decode(seq_with[len(start):len(start) + 40])!r}")
 pos = len(start) + np.arange(n_new)
 print("BLAS threads (OPENBLAS_NUM_THREADS):", os.environ.get("OPENBLAS_NUM_THREADS", "library default"))
 print(f"{n_new} tokens: without cache {t_without.sum():.2f} s, with cache {t_with.sum():.2f} s "
@@ -158,8 +166,39 @@ axes[1].plot(pos, np.cumsum(t_without), label="without cache")
 axes[1].plot(pos, np.cumsum(t_with), label="with cache")
 axes[1].set_xlabel("position of the new token"); axes[1].set_ylabel("total seconds"); axes[1].legend()
 axes[1].grid(alpha=0.3)
-fig.suptitle("greedy generation, " + ("GPT-2 124M" if REAL else "small stand-in model"))
+fig.suptitle("greedy generation, one BLAS thread, " + ("GPT-2 124M" if REAL else f"bundled {gpt2np.BUNDLED_MODEL}"))
 fig.tight_layout()
+
+# %% [markdown]
+# **Counted versus measured.** Section 3's formula, applied to this notebook's model at the last
+# step, predicts how many times fewer multiply-adds a cached step does; the measured ratio of the
+# times is smaller. The MAC count leaves out the fixed cost of every step (Python, allocating and
+# copying small arrays, calling BLAS), which is the same with or without the cache and weighs most
+# when the model is small. A cached step of a small model also spends a large share of its MACs in
+# the tied head ($d\,V$), which the cache cannot save.
+
+# %%
+t_last = int(pos[-1]) + 1                                 # tokens in the model at the last step
+counted = macs(cfg, t_last, False) / macs(cfg, t_last, True)
+measured = np.median(t_without[-10:]) / np.median(t_with[-10:])
+print(f"last steps (t = {t_last}): {counted:.0f}x fewer MACs with the cache; measured {measured:.1f}x less time")
+print(f"share of the tied head in one cached step's MACs: {cfg.n_embd * cfg.n_vocab / macs(cfg, t_last, True):.0%}")
+
+# %% [markdown]
+# The text itself: greedy decoding always takes the most likely token, and a small model soon falls
+# into a loop. For the bundled model the greedy tokens above repeat a phrase of 8 tokens (checked
+# below). Sampling (notebook 06) avoids the loop; it changes which token is picked, not how the cache
+# works. `gpt2np.generate_text` runs the same cached loop and samples when given a temperature:
+
+# %%
+cont = seq_with[len(start):]
+eight = [tuple(cont[i:i + 8]) for i in range(len(cont) - 7)]
+repeats = len(eight) - len(set(eight))
+print(f"{repeats} of the {len(eight)} 8-token windows of the greedy continuation occurred earlier in it")
+if not REAL:   # the paragraph above describes the bundled model
+    assert repeats > 0
+sampled = gpt2np.generate_text(model, tok, tok.decode(start), 40, temperature=0.8, top_k=40, seed=0)
+print("sampled (temperature 0.8, top-k 40, seed 0):", repr(tok.decode(start)), "+", repr(sampled))
 
 # %% [markdown]
 # `model.generate_ids` and `gpt2np.generate_text` always use the cache: one forward pass over the prompt,
