@@ -21,6 +21,7 @@ The modules, in the order data flows through them:
 from .tokenizer import Tokenizer
 from .model import Config, GPT2, KVCache
 from .config import BUNDLED_MODEL  # "gpt2np-mini": the small model shipped in the package (GPT2.from_pretrained)
+from . import bundled  # its card and files: gpt2np.bundled.read_card(), .model_path()
 from .generation import GenerationSettings, generate, generate_text  # generate: deprecated, use generate_text
 from .backward import loss_and_grads
 from .optim import AdamW, clip_grad_norm, cosine_lr

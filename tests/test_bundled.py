@@ -126,6 +126,14 @@ def test_loading_costs_well_under_a_second():
     assert min(times) < 0.5, times
 
 
+def test_the_module_is_reachable_from_the_package_alone(card):
+    """``import gpt2np`` is enough for ``gpt2np.bundled`` (nothing else has to import it first)."""
+    code = "import gpt2np, json; print(json.dumps(gpt2np.bundled.read_card()['file']['sha256']))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == card["file"]["sha256"]
+
+
 def test_the_card_says_what_it_is(card, model):
     assert card["format"] == "gpt2np-model-card/1" and card["name"] == BUNDLED_MODEL == gpt2np.BUNDLED_MODEL
     assert card["not_openai_gpt2"] is True and "not OpenAI's GPT-2" in card["what"]
