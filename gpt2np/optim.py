@@ -90,10 +90,12 @@ def clip_grad_norm(grads, max_norm: float = 1.0) -> float:
     does not raise; an ``inf`` total gives coef = 0, so finite gradients become 0 and infinite
     ones NaN; a ``nan`` total makes every gradient NaN.  Either way the returned total is not
     finite: check ``math.isfinite(total)`` and skip that step rather than apply it.
+
+    ``max_norm=math.inf`` clips nothing and only measures the norm (as in torch).
     """
     max_norm = float(max_norm)
-    if not (max_norm > 0 and math.isfinite(max_norm)):
-        raise ValueError(f"max_norm must be a positive finite number, got {max_norm!r}")
+    if not max_norm > 0:  # (NaN fails too)
+        raise ValueError(f"max_norm must be a positive number (or inf: no clipping), got {max_norm!r}")
     leaves = _arrays(grads, "grads")
     sum_sq = 0.0
     for _, g in leaves:

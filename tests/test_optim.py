@@ -300,8 +300,21 @@ def test_clip_grad_norm_works_in_place_and_keeps_float32():
     assert g["a"] is keep and g["a"].dtype == np.float32
     np.testing.assert_allclose(g["a"], 2.0 * 2.0 / (8.0 + 1e-6), rtol=1e-7)
     assert clip_grad_norm(g, max_norm=5.0) == pytest.approx(2.0, rel=1e-6)  # not clipped again
-    with pytest.raises(ValueError, match="max_norm must be a positive finite number"):
-        clip_grad_norm(g, max_norm=0.0)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="max_norm must be a positive number"):
+            clip_grad_norm(g, max_norm=bad)
+
+
+def test_clip_grad_norm_to_inf_only_measures():
+    """max_norm=inf, as torch allows: the norm is returned and nothing is scaled."""
+    g = {"a": np.full((3, 4), 2.0, np.float32), "b": np.full(4, 2.0, np.float64)}
+    before = {k: v.copy() for k, v in g.items()}
+    assert clip_grad_norm(g, max_norm=math.inf) == 8.0  # √(16 · 2²)
+    for k in g:
+        assert g[k].tobytes() == before[k].tobytes()
+    g["a"][0, 0] = np.inf  # an infinite norm: inf/inf is NaN, so every gradient becomes NaN (torch too)
+    assert clip_grad_norm(g, max_norm=math.inf) == math.inf
+    assert np.isnan(g["b"]).all()
 
 
 def test_read_only_params_are_refused(tmp_path):
