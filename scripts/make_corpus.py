@@ -144,6 +144,7 @@ from __future__ import annotations
 import argparse
 import ast
 import bz2
+import functools
 import gzip
 import hashlib
 import json
@@ -728,6 +729,14 @@ def clean(paragraph: str) -> str:
     return " ".join(unicodedata.normalize("NFC", paragraph).split())
 
 
+def remove_once(paragraphs: list[str], notes: list[str], what: str) -> None:
+    """Remove editors' notes from ``paragraphs``, each of which must be there exactly once."""
+    for note in notes:
+        if paragraphs.count(note) != 1:
+            raise SystemExit(f"{what}: editorial note not found once: {note!r}")
+        paragraphs.remove(note)
+
+
 def slugify(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
@@ -774,10 +783,7 @@ def austen_books(extract: pathlib.Path) -> list[Book]:
             elif current:
                 paragraphs.append(clean(" ".join(current).replace("_", "")))
                 current = []
-        for note in AUSTEN_EDITORIAL.get(name, []):
-            if paragraphs.count(note) != 1:
-                raise SystemExit(f"{title}: editorial note not found once: {note!r}")
-            paragraphs.remove(note)
+        remove_once(paragraphs, AUSTEN_EDITORIAL.get(name, []), title)
         if name in AUSTEN_CUT_FROM:
             mark = AUSTEN_CUT_FROM[name]
             if paragraphs.count(mark) != 1:
@@ -919,6 +925,12 @@ def gutenberg_body(text: str, what: str) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=None)
+def rda_columns(path: pathlib.Path, name: str) -> dict:
+    """The columns of the data frame ``name`` in an .rda file, read once for all its books."""
+    return named_list(read_rda(path, name), f"{path.name}: {name}")
+
+
 def novel_books(extract: pathlib.Path) -> list[Book]:
     books = []
     for novel in NOVELS:
@@ -926,7 +938,7 @@ def novel_books(extract: pathlib.Path) -> list[Book]:
         base = extract / novel["package"]
         if "rda" in novel:
             file, gutenberg_id = novel["rda"]
-            cols = named_list(read_rda(base / file, "books"), what)
+            cols = rda_columns(base / file, "books")
             ids = cols["gutenberg_id"]
             if not (isinstance(ids, RObject) and ids.rtype in (INTSXP, REALSXP)):
                 raise SystemExit(f"{what}: no numeric gutenberg_id column")
@@ -949,10 +961,7 @@ def novel_books(extract: pathlib.Path) -> list[Book]:
             if paragraphs.count(novel["begin"]) != 1:
                 raise SystemExit(f"{what}: {novel['begin']!r} not found once")
             del paragraphs[: paragraphs.index(novel["begin"])]
-        for note in novel.get("drop", []):  # editors' notes, each found once
-            if paragraphs.count(note) != 1:
-                raise SystemExit(f"{what}: note not found once: {note!r}")
-            paragraphs.remove(note)
+        remove_once(paragraphs, novel.get("drop", []), what)
         while paragraphs and PRODUCED_BY.match(paragraphs[0]):
             del paragraphs[0]  # the transcriber's credit
         if any("Gutenberg" in p for p in paragraphs):
