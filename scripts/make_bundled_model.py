@@ -313,6 +313,21 @@ def samples(model: GPT2, tok: Tokenizer) -> list[dict]:
 
 # ---- the card --------------------------------------------------------------------------------
 
+BRIEF = {"austen": "Jane Austen's novels", "bible": "a public-domain Bible translation",
+         "novels": "six 19th-century novels by Melville, Conan Doyle, Carroll, Wells, Verne and Dickens"}
+
+
+def in_words(items: list[str]) -> str:
+    """'a', 'a and b', 'a; b; and c' (the items may hold commas)."""
+    return items[0] if len(items) == 1 else " and ".join(items) if len(items) == 2 else "; ".join(items[:-1]) + "; and " + items[-1]
+
+
+def sources_in_brief(record: dict) -> str:
+    """The corpus's sources in a few words each (a source without a brief name: its record's text)."""
+    texts = [BRIEF.get(key, src.get("text", key)) for key, src in record.get("sources", {}).items()]
+    return ", ".join(texts[:-1]) + " and " + texts[-1] if len(texts) > 1 else "".join(texts)
+
+
 def corpus_summary(record: dict) -> dict:
     sources = {}
     for key, src in record.get("sources", {}).items():
@@ -320,7 +335,7 @@ def corpus_summary(record: dict) -> dict:
         sources[key] = {"text": src.get("text"), "licence": src.get("licence"), "attribution": src.get("attribution"),
                         "licence_file": "licences/" + pathlib.Path(lf).name if lf else None}
     train, held = record.get("train", {}).get("total", {}), record.get("heldout", {}).get("total", {})
-    return {"about": " and ".join(s["text"] for s in sources.values()) + " (public domain), normalised by "
+    return {"about": in_words([s["text"] for s in sources.values()]) + " (public domain), normalised by "
                      "scripts/make_corpus.py",
             "sources": sources, "packages": record.get("packages"), "train_tokens": train.get("tokens"),
             "train_bytes": train.get("bytes"), "heldout_tokens": held.get("tokens"),
@@ -396,7 +411,8 @@ def model_card_md(card: dict) -> str:
     lines += [f"| outside the corpus: {o['text']} | {_fmt(o['loss'])} | {o['tokens']:,} |",
               f"| the same text, unigram model of the corpus | {_fmt(o['unigram'])} | |", "",
               f"The target outside the corpus is at most {o['target']} nats per token, against "
-              f"{_fmt(o['unigram'])} for a unigram model of the corpus on the same text. The outside text: "
+              f"{_fmt(o['unigram'])} for a unigram model of the corpus on the same text: "
+              f"{'met' if o['meets_target'] else 'not met'} ({_fmt(o['loss'])}). The outside text: "
               f"{o['licence']}.", "",
               "## Samples", "",
               f"Greedy (`{json.dumps(card['sample_settings']['greedy'])}`) and sampled "
@@ -446,8 +462,8 @@ def make(run: pathlib.Path, out: pathlib.Path, corpus: pathlib.Path, *, how: str
         "stand_in_source": {"model": None, "checkpoint": str(files["checkpoint"]), "random": f"GPT2.random(seed={seed})"}[
             how] if stand_in else None,
         "what": "a small demonstration model of GPT-2's architecture and tokenizer, trained from scratch by "
-                "gpt2np (`gpt2np train`) on public-domain English prose (Jane Austen's novels and a "
-                "public-domain Bible translation); it is not OpenAI's GPT-2",
+                "gpt2np (`gpt2np train`) on public-domain English prose (" + sources_in_brief(record) + "); "
+                "it is not OpenAI's GPT-2",
         "not_openai_gpt2": True,
         "config": trained.config.to_dict(),
         "parameters": trained.num_params(),

@@ -140,6 +140,12 @@ def test_the_package_files_of_a_run(script, run):
     assert card["samples"][1]["greedy"] == generate_text(loaded, tok, script.PROMPTS[1], **script.GREEDY)
     md = (out / "MODEL_CARD.md").read_text()
     assert "not OpenAI's GPT-2" in md and card["file"]["sha256"] in md and "STAND-IN" not in md
+    # the card names the corpus's sources briefly, and says whether the outside target is met
+    assert "(Jane Austen's novels and a public-domain Bible translation)" in card["what"]
+    assert card["corpus"]["about"].startswith("Austen's novels and a Bible (public domain)")
+    o = card["losses"]["outside"]
+    assert o["meets_target"] is (o["loss"] <= 5.0) is False  # a 1-layer model after 10 steps
+    assert f"on the same text: not met ({o['loss']:.4f})" in md
     lines = bundled.card_lines(card)
     assert any("10 steps, 320 tokens trained" in line for line in lines)
     assert not any("STAND-IN" in line for line in lines)
@@ -213,3 +219,13 @@ def test_write_sample_takes_the_first_held_out_chapter_of_each_source(script, tm
     (held / "austen-a.txt").write_text("changed\n", encoding="utf-8")
     with pytest.raises(SystemExit, match="differs from the corpus record"):
         script.write_sample(tmp_path / "corpus", tmp_path / "s2.txt")
+
+
+def test_sources_are_named_briefly_in_the_card(script):
+    record = {"sources": {"austen": {"text": "A"}, "bible": {"text": "B"}, "novels": {"text": "N; long"}}}
+    assert script.sources_in_brief(record) == ("Jane Austen's novels, a public-domain Bible translation and six "
+                                               "19th-century novels by Melville, Conan Doyle, Carroll, Wells, Verne "
+                                               "and Dickens")
+    assert script.sources_in_brief({"sources": {"other": {"text": "some text"}}}) == "some text"
+    assert script.in_words(["a"]) == "a" and script.in_words(["a", "b"]) == "a and b"
+    assert script.in_words(["a, x", "b", "c"]) == "a, x; b; and c"
