@@ -66,7 +66,8 @@ def load_model():
         print(f"OpenAI's GPT-2 124M is not in the cache (`gpt2np download 124M` puts it there).\\n"
               f"Using the BUNDLED MODEL {gpt2np.BUNDLED_MODEL}: {c.n_layer} layers x {c.n_embd} wide, "
               f"{c.n_head} heads, {model.num_params() / 1e6:.1f} M parameters, trained by gpt2np on Austen's\\n"
-              "novels and a public-domain Bible. Same architecture and tokenizer as GPT-2, far smaller.")
+              "novels, a public-domain Bible and six other novels. Same architecture and tokenizer as GPT-2,\\n"
+              "far smaller.")
         return model, False
 
 model, REAL = load_model()  # REAL: True for OpenAI's weights, False for the bundled model

@@ -256,13 +256,15 @@ ax.set_xticks(range(len(p_next)), pieces_txt[1:], rotation=90, fontsize=7)
 ax.set_ylabel("p(token | before)"); ax.set_title("orange: the token continues a word the tokenizer split")
 fig.tight_layout()
 if not REAL:   # the bundled model: once a name has begun, its next piece is nearly certain
-    assert cont.sum() >= 4 and p_next[cont].min() > 0.5 and p_next[cont].mean() > 5 * p_next[~cont].mean()
-    assert all(p_next[t - 1] < 0.1 for t in np.flatnonzero(cont))   # ... but its first piece was a guess
+    assert cont.sum() >= 4 and p_next[cont].min() > 0.5 and p_next[cont].mean() > 4 * p_next[~cont].mean()
+    assert all(p_next[t - 1] < min(0.4, p_next[t] / 2) for t in np.flatnonzero(cont))   # ... its first piece less so
+    assert p_next[list(pieces_txt[1:]).index("cy")] > 0.85
     after_mr = [p_next[t] for t in range(len(ids) - 1) if pieces_txt[t] == " Mr" and pieces_txt[t + 1] == "."]
     assert after_mr and min(after_mr) > 0.5
 
 # %% [markdown]
-# For the bundled model the first piece of a name is a guess among many possibilities, but once it has
-# been read the next piece is nearly certain: after " Dar" the model gives "cy" a probability close to 1. (Pieces of words are not the only near-certain tokens: so is the full stop after
+# For the bundled model the first piece of a name is a guess among several names (at best about one in
+# three), but once it has been read the next piece is nearly certain: after " Dar" the model gives "cy"
+# a probability close to 1. (Pieces of words are not the only near-certain tokens: so is the full stop after
 # " Mr".) Whichever way the tokenizer cuts a word, the model can assign it the same total
 # probability; cutting it into more pieces only costs more steps.

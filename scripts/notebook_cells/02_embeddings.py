@@ -183,11 +183,12 @@ if not REAL:   # the bundled model: row 0 is the longest, and the other rows are
 # in similar ways end up in similar directions. For a few words we list the six tokens whose rows
 # have the largest cosine similarity $\frac{W_{te}[i] \cdot W_{te}[j]}{\|W_{te}[i]\|\,\|W_{te}[j]\|}$
 # with the word's row (the similarity after each neighbour). The words are chosen from the world of
-# the bundled model's training text (Austen's novels and the Bible), plus one that is not: " Paris".
+# the bundled model's training text (Austen's novels, the Bible and six other 19th-century novels),
+# plus one that is not: " Tokyo".
 
 # %%
 unit_te = wte / np.linalg.norm(wte, axis=1, keepdims=True)     # [V, d]
-words = [" father", " three", " happy", " said", " Elizabeth", " London", " Paris"]
+words = [" father", " three", " happy", " said", " Elizabeth", " London", " Tokyo"]
 neighbours = {}
 for word in words:
     (i,) = tok.encode(word)
@@ -220,7 +221,7 @@ print(f"{crowd.sum()} of {cfg.n_vocab} rows point within cosine 0.99 of the medi
 print(f"the other {(~crowd).sum()} rows: median norm {np.median(te_norm[~crowd]):.2f}")
 print("some tokens of the crowd:", [tok.decode([j]) for j in np.flatnonzero(crowd)[200:4000:400]])
 print("some of the others:      ", [tok.decode([j]) for j in np.flatnonzero(~crowd)[200:4000:400]])
-for word in [" Paris", " London", " the"]:
+for word in [" Tokyo", " London", " the"]:
     (i,) = tok.encode(word)
     print(f"  {word!r:9}: ‖W_te‖ = {te_norm[i]:.2f}, cosine with the median row {to_median[i]:+.2f}")
 prose = ("Her sister had promised to write from Bath, and every morning she walked down to the village "
@@ -233,16 +234,16 @@ axes[0].set_xlabel("‖W_te[i]‖"); axes[0].set_ylabel("tokens (log scale)"); a
 axes[1].hist(to_median, bins=80, log=True, color="tab:orange")
 axes[1].set_xlabel("cosine with the median row"); axes[1].set_title("directions of the token rows")
 fig.tight_layout()
-if not REAL:   # the bundled model: most of the vocabulary is one crowd; " Paris" in it, the corpus's words not
+if not REAL:   # the bundled model: most of the vocabulary is one crowd; " Tokyo" in it, the corpus's words not
     assert crowd.sum() > cfg.n_vocab / 2 and np.median(te_norm[crowd]) > 2 * np.median(te_norm[~crowd])
-    lo, hi = np.percentile(te_norm[crowd], [25, 95])
-    assert hi < 1.05 * lo                                 # most of the crowd's rows have nearly the same length
-    assert crowd[tok.encode(" Paris")[0]] and not crowd[tok.encode(" London")[0]] and not in_crowd
+    lo, hi = np.percentile(te_norm[crowd], [50, 95])
+    assert hi < 1.02 * lo                                 # half of the crowd's rows have nearly the same length
+    assert crowd[tok.encode(" Tokyo")[0]] and not crowd[tok.encode(" London")[0]] and not in_crowd
 
 # %% [markdown]
-# In the bundled model most of the vocabulary is one such crowd: rows all pointing the same way, most of
-# them of nearly the same length (the spike at the right of the left histogram), and longer than the
-# rows of the words the corpus does use. " Paris" is in it (so its
+# In the bundled model most of the vocabulary is one such crowd: rows all pointing the same way, half of
+# them or more of nearly the same length (the spike at the right of the left histogram), and longer than the
+# rows of the words the corpus does use. " Tokyo" is in it (so its
 # "neighbours" in section 4, all at similarity 1.00, are just other members of the crowd); " London",
 # " the" and the words of an Austen-like sentence are not. The histograms also show many rows part
 # of the way there.

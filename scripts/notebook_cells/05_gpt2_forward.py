@@ -16,9 +16,9 @@
 # turn logits into probabilities, a loss and a perplexity, and count the parameters of each size.
 #
 # The model is the one the setup cell loaded (its output says which): OpenAI's GPT-2 124M if it is in
-# the cache, otherwise the bundled `gpt2np-mini`, a 6-layer GPT-2 trained on Jane Austen's novels and
-# a public-domain Bible. So the text we feed it is from that world: the first sentence of *Pride and
-# Prejudice*.
+# the cache, otherwise the bundled `gpt2np-mini`, a 6-layer GPT-2 trained on Jane Austen's novels, a
+# public-domain Bible and six other 19th-century novels. So the text we feed it is from that world:
+# the first sentence of *Pride and Prejudice*.
 
 # %%
 SETUP
@@ -124,14 +124,14 @@ axes[0].set_ylabel("p(next token)")
 fig.tight_layout()
 if not REAL:  # what the text below says of the bundled model
     (a_top, a_p, a_rank), (g_top, g_p, g_rank) = found
-    assert g_rank == 1 and g_p < 0.1 and a_rank > 5 and a_p < 0.1, found
+    assert g_rank == 1 and g_p < 0.25 and a_rank > 5 and a_p < 0.1, found
 
 # %% [markdown]
 # For the bundled model (the numbers are printed above) the end of the first verse of Genesis comes
-# out right: " earth" is its first choice, though with less than a tenth of the probability. Austen's
+# out right: " earth" is its first choice, though with less than a quarter of the probability. Austen's
 # last word does not: after "in want of a" the model spreads its bets over many plausible words, none
 # with more than a few percent, and " wife" is well down the list. A 7.7 M-parameter model trained on
-# 2 M tokens learns which kinds of words can follow which, not whole sentences by heart.
+# 2.7 M tokens learns which kinds of words can follow which, not whole sentences by heart.
 
 # %% [markdown]
 # ## 4. Loss and perplexity
@@ -171,12 +171,12 @@ print("cheapest tokens:", [(tok.decode([ids[j + 1]]), round(float(nll[j]), 2)) f
 if not REAL:  # the prose below
     assert loss < np.log(cfg.n_vocab) and tok.decode([ids[worst[0] + 1]]) == " universally"
     assert nll[worst[0]] > np.log(cfg.n_vocab)
-    assert {" of", " be"} <= {tok.decode([ids[j + 1]]) for j in best}
+    assert [tok.decode([ids[j + 1]]) for j in best] == [" of", ",", " of"] and nll[best].max() < 1.1
 
 # %% [markdown]
 # The loss is far below the uniform $\log V$, but it is uneven. For the bundled model the cheapest
-# tokens are the ones grammar all but forces (" of" after "in want", " be" after "must": about one nat
-# or less), and the rare word " universally" costs *more* than a uniform guess would. Training pushes
+# tokens are the ones grammar all but forces (" of" after "in want" and after "in possession", the
+# comma that closes "of a good fortune": about one nat or less), and the rare word " universally" costs *more* than a uniform guess would. Training pushes
 # the probability of tokens the model has rarely seen far below $1/V$, so meeting one is expensive.
 #
 # The same holds for whole texts: one from outside the training domain costs many more nats per

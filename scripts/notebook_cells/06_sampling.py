@@ -181,15 +181,15 @@ fig.tight_layout()
 #
 # Now the model's own 50257 logits for the token after a prompt. How much a setting changes depends
 # on how sure the model is, which the entropy $H(p) = -\sum_i p_i \log p_i$ measures. We take two
-# prompts from the bundled model's world (Austen and the Bible): after `And God said to Moses,` the
-# model expects an opening quote; after `Elizabeth could not help` many words can follow.
+# prompts from the bundled model's world (Austen and the Bible): after `The LORD spoke to Moses,` the
+# model expects the Bible's " saying"; after `Elizabeth could not help` many words can follow.
 #
 # Temperature rescales every logit, so it moves the entropy of any distribution; top-$k$ keeps a
 # fixed number of tokens whatever their share; top-$p$ keeps as many as it takes to hold the mass $p$.
 
 # %%
 tok = Tokenizer.gpt2()
-prompts = {"sure": "And God said to Moses,", "unsure": "Elizabeth could not help"}
+prompts = {"sure": "The LORD spoke to Moses,", "unsure": "Elizabeth could not help"}
 dists = {}
 for key, prompt in prompts.items():
     zm = model(tok.encode(prompt))[-1]                       # [V] logits of the next token
@@ -233,7 +233,7 @@ if not REAL:  # the prose below
     assert entropy_nats(dists["sure"][1]) < entropy_nats(dists["unsure"][1])
     assert kept_p["sure"] < 100 < 10 * kept_p["sure"] < kept_p["unsure"], kept_p
     assert all(H[0] < 0.5 and H[-1] > 9 for H in H_tau.values())     # τ = 0.25 and τ = 2
-    assert mass_k["unsure"] < 0.8 and tok.decode([int(np.argmax(dists["sure"][1]))]) == ' "'
+    assert mass_k["unsure"] < 0.8 and tok.decode([int(np.argmax(dists["sure"][1]))]) == " saying"
 
 # %% [markdown]
 # For the bundled model (numbers above) top-$p$ 0.9 keeps a few dozen tokens after the sure prompt

@@ -40,9 +40,9 @@ cache = model.new_cache(1, max_len=T + 1)
 logits = model(np.array(ids), cache=cache, last_only=True)    # [V]: only the last position's logits
 print(cache, "  keys:", cache.keys.shape)
 trace = model.trace(ids)
-for i in range(cfg.n_layer):
-    np.testing.assert_allclose(cache.keys[i, 0, :, :T], trace[f"h{i}.attn.k"], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(cache.values[i, 0, :, :T], trace[f"h{i}.attn.v"], rtol=1e-5, atol=1e-6)
+for i in range(cfg.n_layer):   # float32 rounding: the fast path against the readable formulas
+    np.testing.assert_allclose(cache.keys[i, 0, :, :T], trace[f"h{i}.attn.k"], rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(cache.values[i, 0, :, :T], trace[f"h{i}.attn.v"], rtol=2e-5, atol=2e-5)
 print("stored keys and values == the trace's, for every block")
 
 # %% [markdown]

@@ -318,7 +318,7 @@ np.testing.assert_array_equal(arr, formats.read_safetensors(st_path)[name0])
 #
 # Even OpenAI's 124M does these poorly (the paper's best results came from its 1558M model, trained
 # on 40 GB of web text). The bundled model, if that is what the setup cell loaded, has 7.7 M
-# parameters and was trained on under 2 M tokens of Austen and the Bible (its model card's numbers
+# parameters and was trained on 2.7 M tokens of Austen, the Bible and six novels (its model card's numbers
 # are printed below): no news, no French, no `TL;DR:`, no `Q:`/`A:`. It cannot summarize, translate or answer, and the point of running the tasks on it
 # is the mechanism, and seeing what a language model does with a prompt it cannot follow: it
 # continues it with the text it knows.
@@ -338,7 +338,7 @@ if not REAL:
     card = bundled.read_card()                           # the model card shipped beside its weights
     print(f"\n{card['name']}: {card['parameters']:,} parameters, trained on a corpus of "
           f"{card['corpus']['train_tokens']:,} tokens")
-    assert card["parameters"] == model.num_params() and card["corpus"]["train_tokens"] < 2_000_000
+    assert card["parameters"] == model.num_params() and card["corpus"]["train_tokens"] < 3_000_000
 
 # %%
 n_new = 60 if REAL else 24
@@ -371,7 +371,7 @@ if not REAL:  # the prose below
 # For the bundled model none of the three outputs does its task (see the checks printed above):
 # the "translation" has no word of the French, the "answer" does not say when the bridge opens, and
 # the "summary" has no word of the article's subject. All three are phrases of the kind it has read
-# in Austen and the Bible, strung together. Plain continuation, the one thing it was trained for,
+# in its novels and the Bible, strung together. Plain continuation, the one thing it was trained for,
 # gives the same kind of text, which this time is what was asked for.
 #
 # ## 8. Scoring: which continuation is likelier?

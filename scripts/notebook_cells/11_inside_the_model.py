@@ -25,8 +25,8 @@ tok = Tokenizer.gpt2()
 cfg = model.config
 p = model.params
 L, H, d, dh, V = cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.head_dim, cfg.n_vocab
-# a few sentences in the style of the bundled model's corpus (Austen and the Bible), written for this
-# notebook, so they are not lines the model has seen in training
+# a few sentences in the style of the bundled model's corpus (Austen, the Bible, 19th-century novels),
+# written for this notebook, so they are not lines the model has seen in training
 sentences = [
     "Elizabeth could not help smiling at her sister, for she was very happy.",
     "Mr. Knightley walked into the room and said that he had seen three ladies in the garden.",
@@ -143,7 +143,7 @@ ax2.set_title("lens's top token = the true next token")
 # and the last depth (the model's own output) is the best: every block contributes to the prediction,
 # none of them finishes it alone. Depth 0 is far *worse* than a uniform guess ($\log V$): there the
 # lens confidently predicts the input token, which is almost never the next one. The share of top-1
-# hits is a coarser measure and rises less regularly (it dips at some depths): the loss also rewards
+# hits is a coarser measure and rises less regularly (over some depths it stalls): the loss also rewards
 # probability moved onto the right token while it is not yet the top one.
 
 # %%
@@ -152,7 +152,7 @@ if not REAL:   # what the prose above and the table say of the bundled model
     for c in curves.values():
         assert np.all(np.diff(c) < 0), c
         assert c[0] > 2 * np.log(V)
-    assert any(np.any(np.diff(hit.mean(1)) < 0) for hit in lens_hit.values())
+    assert any(np.any(np.diff(hit.sum(1)) <= 0) for hit in lens_hit.values())
 print("loss drop per block (sentences):", np.round(-np.diff(curves["sentences"]), 2))
 
 # %% [markdown]
@@ -390,14 +390,15 @@ ax2.set_title("whole layer zeroed")
 # %% [markdown]
 # No single head of the bundled model is critical: zeroing any one of them raises the loss by less
 # than a tenth of what it is, and a few heads even help a little when removed (on these few
-# sentences). Zeroing a whole layer's attention costs more than zeroing any one of its heads. Heads
+# sentences). Zeroing a whole layer's attention costs more than zeroing any one of its heads, except
+# in the last layer, whose attention as a whole even helps a little when removed. Heads
 # need not add up: the printout compares each layer's cost with the sum of its heads' costs. It also
 # names the heads that matter most; compare them with the attention table of section 2.
 
 # %%
 if not REAL:   # what the prose above says of the bundled model
     assert increase.max() < 0.1 * base and increase.min() < 0
-    assert np.all(layer_increase > increase.max(1))
+    assert np.all(layer_increase[:-1] > increase.max(1)[:-1]) and layer_increase[-1] < 0
 print("whole layer vs the sum of its heads' increases:",
       "  ".join(f"{l}: {layer_increase[l]:.3f} vs {increase[l].sum():.3f}" for l in range(L)))
 top_head = flat(increase.argmax())
@@ -481,7 +482,7 @@ fig.tight_layout()
 
 # %% [markdown]
 # **A surprise in the lengths.** GPT-2's 50,257 tokens were made for web text; many of them (modern
-# words, code, fragments) never occur in Austen or the Bible. A row that is never the right answer
+# words, code, fragments) never occur in its old novels or the Bible. A row that is never the right answer
 # only gets the softmax's push away from the stream: through the head, $\partial \mathcal{L} /
 # \partial W_{te}[v] = \frac{1}{N}\sum_t p_{t,v}\, h_t$ (notebook 09), a positive mix of the same final
 # vectors $h_t$ for every such row, so they all drift in similar directions. The histogram of the row
@@ -528,7 +529,8 @@ fig.tight_layout()
 if not REAL:   # what the prose above says of the bundled model
     number_words = {" one", " two", " four", " five", " six", " seven", " eight", " nine", " ten", " twenty", " hundred"}
     assert set(neighbours[" three"]) <= number_words, neighbours[" three"]
-    assert {" Anne", " Emma", " Mary"} & set(neighbours[" Elizabeth"]), neighbours[" Elizabeth"]
+    heroines = {" Jane", " Lydia", " Anne", " Emma", " Mary", " Charlotte", " Catherine", " Maria", " Fanny"}
+    assert len(heroines & set(neighbours[" Elizabeth"])) >= 3, neighbours[" Elizabeth"]
     assert spike.mean() > 0.5 and cos_to_mean.min() > 0.98 and spike[probe_ids].sum() == 0
     assert spike[heldout].mean() < 0.05 and on_spike.mean() < 0.01 and len(odd) and spike[odd].all()
     assert all(w.endswith("ed") or w in {" sat", " ran", " went", " came", " stood", " rose", " spoke", " got"}
