@@ -317,15 +317,18 @@ BRIEF = {"austen": "Jane Austen's novels", "bible": "a public-domain Bible trans
          "novels": "six 19th-century novels by Melville, Conan Doyle, Carroll, Wells, Verne and Dickens"}
 
 
-def in_words(items: list[str]) -> str:
-    """'a', 'a and b', 'a; b; and c' (the items may hold commas)."""
-    return items[0] if len(items) == 1 else " and ".join(items) if len(items) == 2 else "; ".join(items[:-1]) + "; and " + items[-1]
+def in_words(items: list[str], sep: str = "; ", last: str = "; and ") -> str:
+    """'a', 'a and b', 'a; b; and c' (the default separators suit items that hold commas)."""
+    if len(items) <= 2:
+        return " and ".join(items)
+    return sep.join(items[:-1]) + last + items[-1]
 
 
 def sources_in_brief(record: dict) -> str:
-    """The corpus's sources in a few words each (a source without a brief name: its record's text)."""
-    texts = [BRIEF.get(key, src.get("text", key)) for key, src in record.get("sources", {}).items()]
-    return ", ".join(texts[:-1]) + " and " + texts[-1] if len(texts) > 1 else "".join(texts)
+    """The corpus's sources in a few words each, 'a, b and c' (a source without a brief name: its
+    record's text)."""
+    return in_words([BRIEF.get(key, src.get("text", key)) for key, src in record.get("sources", {}).items()],
+                    ", ", " and ")
 
 
 def corpus_summary(record: dict) -> dict:
@@ -524,7 +527,6 @@ def make(run: pathlib.Path, out: pathlib.Path, corpus: pathlib.Path, *, how: str
     if (out / "licences").exists():
         shutil.rmtree(out / "licences")
     (out / "licences").mkdir()
-    record = json.loads((corpus / "corpus_record.json").read_text(encoding="utf-8"))
     for name in ["README.txt"] + [pathlib.Path(src["licence_file"]).name
                                   for src in record.get("sources", {}).values() if src.get("licence_file")]:
         shutil.copyfile(LICENCES / name, out / "licences" / name)  # those of the sources used
