@@ -12,7 +12,12 @@ printed first is the card's "outside" number.  Then the same per-token losses br
   corpus/train/*.txt, tokenized here);
 - for rare targets (fewer than 100 occurrences in training): those that already occurred
   earlier in the same window (which an attention head could copy) against those that did not;
-- the tokens that cost the most in all.
+- the tokens that cost the most in all;
+- and, apart from the outside text, whether the model copies at all: the loss on sequences of
+  random tokens (drawn from those the training text has often, or seldom) written twice in a
+  row, on the first pass and on the repeat.  A model with induction heads (attention that
+  finds the earlier occurrence of the current token and predicts the token that followed it)
+  pays far less on the repeat; one without pays the same twice.
 
 docs/bundled_model.md quotes its output.
 """
@@ -71,6 +76,22 @@ def training_counts(corpus: pathlib.Path, tok: Tokenizer, n_vocab: int) -> np.nd
     return counts
 
 
+def repeat_losses(model, pool: np.ndarray, rng: np.random.Generator, length: int = 100,
+                  trials: int = 4) -> tuple[float, float]:
+    """Mean loss on the first pass and on the repeat of ``trials`` sequences of ``length``
+    distinct tokens drawn from ``pool``, each written twice in a row (the first token of each
+    pass is not counted: nothing before it predicts it)."""
+    first, repeat = [], []
+    for _ in range(trials):
+        half = rng.choice(pool, length, replace=False)
+        ids = np.concatenate([half, half])
+        logp = log_softmax(np.asarray(model(ids[:-1]), dtype=np.float64))
+        nll = -logp[np.arange(len(ids) - 1), ids[1:]]  # nll[j] is the loss of ids[j + 1]
+        first.append(nll[:length - 1].mean())
+        repeat.append(nll[length:].mean())
+    return float(np.mean(first)), float(np.mean(repeat))
+
+
 def _row(label: str, mask: np.ndarray, losses: np.ndarray) -> str:
     n = int(mask.sum())
     mean = losses[mask].mean() if n else float("nan")
@@ -106,7 +127,8 @@ def main(argv=None) -> None:
     for lo, hi in POSITION_BINS:
         print(_row(f"positions {_label(lo, hi)}", (positions >= lo) & (positions < (hi or 10**9)), losses))
 
-    counts = training_counts(args.corpus, tok, model.config.n_vocab)[targets]
+    all_counts = training_counts(args.corpus, tok, model.config.n_vocab)
+    counts = all_counts[targets]
     print("by the target token's count in the training text:")
     for lo, hi in COUNT_BINS:
         print(_row(f"count {_label(lo, hi)}", (counts >= lo) & (counts < (hi or 10**18)), losses))
@@ -126,6 +148,17 @@ def main(argv=None) -> None:
         train_n = int(counts[np.flatnonzero(targets == t)[0]])
         print(f"  {tok.decode([t])!r:16} {int(n[t]):4d} times, total {s:7.1f}, mean {s / n[t]:6.2f}, "
               f"{train_n:,} times in training")
+
+    length = min(100, model.config.n_ctx // 2)
+    print(f"copying: {length} random distinct tokens written twice (4 trials each), mean loss on each pass:")
+    rng = np.random.default_rng(0)
+    for lo, hi in ((1000, None), (100, 1000), (1, 100), (0, 1)):
+        pool = np.flatnonzero((all_counts >= lo) & (all_counts < (hi or 10**18)))
+        if len(pool) < length:
+            continue
+        first, again = repeat_losses(model, pool, rng, length)
+        print(f"  tokens {_label(lo, hi):>9} times in training ({len(pool):6,} of them): "
+              f"first pass {first:6.3f}, repeat {again:6.3f}")
 
 
 if __name__ == "__main__":

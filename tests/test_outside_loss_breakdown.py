@@ -1,7 +1,8 @@
 """scripts/outside_loss_breakdown.py, the development tool that splits the bundled model's
 outside loss into its tokens: its per-token losses are gpt2np's perplexity windows, its
-"seen earlier" flags are right on a hand-made sequence, and a run on a tiny model and corpus
-breaks every scored token down exactly once."""
+"seen earlier" flags are right on a hand-made sequence, its copying test tells a perfect copier
+from random weights, and a run on a tiny model and corpus breaks every scored token down exactly
+once."""
 
 from __future__ import annotations
 
@@ -67,3 +68,30 @@ def test_a_run_breaks_every_scored_token_down_once(script, tmp_path, capsys):
     zero = re.search(r"^  count 0 +(\d+) tokens", out, flags=re.M)
     assert zero and int(zero.group(1)) >= 1
     assert len(re.findall(r"times in training$", out, flags=re.M)) == 3
+    assert re.search(r"^  tokens +0 times in training .*first pass +[0-9.]+, repeat +[0-9.]+$", out, flags=re.M)
+
+
+class _Copier:
+    """A stand-in model that copies perfectly: where the current token occurred before, it puts
+    (almost) all its probability on the token that followed that occurrence; elsewhere it is
+    uniform."""
+
+    def __init__(self, n_vocab: int):
+        self.n_vocab = n_vocab
+
+    def __call__(self, ids):
+        logits = np.zeros((len(ids), self.n_vocab))
+        for j, t in enumerate(ids):
+            earlier = np.flatnonzero(ids[:j] == t)
+            if earlier.size:
+                logits[j, ids[earlier[-1] + 1]] = 50.0
+        return logits
+
+
+def test_repeat_losses_tell_a_copier_from_a_model_that_does_not_copy(script):
+    pool = np.arange(1000, 3000)
+    first, again = script.repeat_losses(_Copier(4000), pool, np.random.default_rng(0), length=20, trials=2)
+    assert abs(first - np.log(4000)) < 1e-9  # nothing to copy on the first pass: uniform
+    assert again < 1e-15  # every repeated token predicted from its first occurrence
+    first, again = script.repeat_losses(GPT2.random(TINY, seed=2), pool, np.random.default_rng(0), length=4)
+    assert abs(first - again) < 0.05 and abs(first - np.log(TINY.n_vocab)) < 0.05  # random weights: ln V twice
