@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import importlib.util
 import pathlib
 import struct
 import threading
@@ -35,9 +36,18 @@ from gpt2np.formats.crc32c import crc32c, mask
 from gpt2np.formats.names import flat_to_tf
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+SCRIPTS = pathlib.Path(__file__).resolve().parent.parent / "scripts"
 TF_TINY = FIXTURES / "tf_tiny"  # a 2-layer checkpoint written by TensorFlow, and its values
 TINY_HP = {"n_vocab": 20, "n_ctx": 8, "n_embd": 8, "n_head": 2, "n_layer": 2}  # tf_tiny's hparams
 EOT = 50256
+
+
+def load_script(name: str):
+    """scripts/NAME.py as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # ---- params trees, by hand -----------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.util
 import json
 import pathlib
 from collections import Counter
@@ -18,6 +17,7 @@ from gpt2np import GPT2, AdamW, Config, Tokenizer, bundled
 from gpt2np.formats.npz import npz_metadata
 from gpt2np.scoring import perplexity
 from gpt2np.train import CSV_COLUMNS, TrainSettings, save_checkpoint
+from helpers import load_script
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TINY = Config(n_vocab=50257, n_ctx=64, n_embd=8, n_head=2, n_layer=1)
@@ -28,10 +28,7 @@ OUTSIDE = "Tom said nothing. The old lady looked over her spectacles; then she p
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("make_bundled_model", ROOT / "scripts" / "make_bundled_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_bundled_model")
 
 
 @pytest.fixture

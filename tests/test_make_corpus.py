@@ -3,20 +3,14 @@ several (War and Peace in Norvig's big.txt), on hand-made text: no package is do
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def mc():
-    spec = importlib.util.spec_from_file_location("make_corpus", ROOT / "scripts" / "make_corpus.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_corpus")
 
 
 def test_a_chapter_starts_at_the_part_heading_right_before_it(mc):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import copy
 import json
-import importlib.util
 import pathlib
 import re
 
@@ -19,6 +18,7 @@ import nbformat
 import pytest
 
 import gpt2np
+from helpers import load_script
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = ROOT / "notebooks"
@@ -40,10 +40,7 @@ MAX_BYTES = 300 * 1024
 
 
 def _load_builder():
-    spec = importlib.util.spec_from_file_location("build_notebooks", ROOT / "scripts" / "build_notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("build_notebooks")
 
 
 builder = _load_builder()

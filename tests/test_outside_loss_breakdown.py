@@ -6,7 +6,6 @@ once."""
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import re
 import sys
@@ -16,6 +15,7 @@ import pytest
 
 from gpt2np import GPT2, Config, Tokenizer
 from gpt2np.scoring import perplexity
+from helpers import load_script
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TINY = Config(n_vocab=50257, n_ctx=8, n_embd=8, n_head=2, n_layer=1)
@@ -24,10 +24,7 @@ TINY = Config(n_vocab=50257, n_ctx=8, n_embd=8, n_head=2, n_layer=1)
 @pytest.fixture(scope="module")
 def script():
     sys.path.insert(0, str(ROOT / "scripts"))  # the script imports make_bundled_model beside it
-    spec = importlib.util.spec_from_file_location("outside_loss_breakdown", ROOT / "scripts" / "outside_loss_breakdown.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("outside_loss_breakdown")
 
 
 def test_token_losses_are_the_perplexity_windows(script):
