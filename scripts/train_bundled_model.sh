@@ -11,10 +11,12 @@
 set -euo pipefail
 WORK=${WORK:-$HOME/.cache/gpt2np-train/bundled}
 CORPUS=${CORPUS:-$HOME/.cache/gpt2np-corpus/corpus/train}
+INIT=(--init new)  # a resumed run continues its checkpoint's weights instead
+for arg in "$@"; do [ "$arg" = --resume ] && INIT=(); done
 mkdir -p "$WORK"
 cd "$WORK"
 exec gpt2np train $(ls "$CORPUS"/*.txt | sort) \
-  --init new --n-layer 6 --n-head 4 --n-embd 128 --n-ctx 256 \
+  "${INIT[@]}" --n-layer 6 --n-head 4 --n-embd 128 --n-ctx 256 \
   --out "$WORK/gpt2np-small.npz" --steps 6000 --batch-size 8 --seq-len 256 \
   --lr 3e-3 --min-lr 3e-4 --warmup 200 --weight-decay 0.1 --seed 0 \
   --eval-every 250 --eval-windows 32 --save-every 250 "$@"
