@@ -904,8 +904,6 @@ def bible_books(extract: pathlib.Path) -> list[Book]:
     return books
 
 
-NOVEL_PACKAGES = ("mobydick", "holmes", "alice", "tidytext")  # used only with --novels
-TOLSTOY_PACKAGES = ("tolstoy",)  # used only with --war-and-peace
 TIDYTEXT_BOOKS = "usr/lib/R/site-library/tidytext/extdata/books.rda"
 
 # Novels and stories: Project Gutenberg plain texts that packages ship as test data.  Each
@@ -946,6 +944,9 @@ NOVELS = [
      "from": "The Project Gutenberg EBook of War and Peace, by Leo Tolstoy\n",
      "heading": r"CHAPTER [IVXL]+", "part": r"BOOK [A-Z]+: [0-9 -]+|(?:FIRST|SECOND) EPILOGUE.*"},
 ]
+# The source each package's text belongs to (a source is used or not as a whole: --novels, ...)
+PACKAGE_SOURCE = {"janeaustenr": "austen", "bible": "bible",
+                  **{n["package"]: n.get("source", "novels") for n in NOVELS}}
 
 GUTENBERG_START = re.compile(r"^\*\*\* ?START OF (?:THIS|THE) PROJECT GUTENBERG.*$", re.M)
 GUTENBERG_END = re.compile(
@@ -1146,8 +1147,8 @@ def main(argv=None) -> int:
     downloads = work / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
 
-    keys = [k for k in PACKAGES if (args.novels or k not in NOVEL_PACKAGES)
-            and (args.war_and_peace or k not in TOLSTOY_PACKAGES)]
+    used = {"austen": True, "bible": True, "novels": args.novels, "tolstoy": args.war_and_peace}
+    keys = [k for k in PACKAGES if used[PACKAGE_SOURCE[k]]]
     packages = {key: download(key, downloads, args.accept_new) for key in keys}
     extract = fresh_dir(work / "extract")
     for key in keys:
@@ -1184,7 +1185,6 @@ def main(argv=None) -> int:
     print(f"wrote and tokenized in {t3 - t2:.1f} s", file=sys.stderr)
 
     assets = ROOT / "gpt2np" / "assets"
-    used = {"austen": True, "bible": True, "novels": args.novels, "tolstoy": args.war_and_peace}
     record = {
         "about": "Training corpus of gpt2np's bundled demonstration model, made by "
                  "scripts/make_corpus.py (its docstring says how).",
