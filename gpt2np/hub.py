@@ -379,6 +379,14 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def _hostname(url: str) -> str | None:
+    """The host name of URL, or None when it has none or cannot be parsed (such as an open '[')."""
+    try:
+        return urllib.parse.urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
 def download_file(url: str, dest, expected_size: int | None = None, sha256: str | None = None,
                   progress: bool = True, retries: int = 4, backoff: float = 1.0,
                   timeout: float = 30.0, session=None, chunk_size: int = 1 << 20) -> pathlib.Path:
@@ -413,6 +421,9 @@ def download_file(url: str, dest, expected_size: int | None = None, sha256: str 
         _copy_local(src, dest, expected_size, sha256)
         return dest
 
+    if re.search(r"[\s\x00-\x1f\x7f]", url) or not _hostname(url):
+        # checked here, not left to requests, whose versions differ in what they refuse
+        raise DownloadError(f"{url}: invalid URL (expected http(s)://HOST/PATH, without spaces or control characters)")
     if session is None:
         with requests.Session() as own:
             return download_file(url, dest, expected_size, sha256, progress, retries, backoff, timeout,
