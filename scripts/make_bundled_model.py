@@ -4,8 +4,8 @@
                                          [--from-checkpoint | --random] [--heldout-files N]
     python scripts/make_bundled_model.py --write-sample     # the committed held-out sample
 
-RUN.npz is the model ``gpt2np train`` wrote (default /work/bundled/gpt2np-small.npz, the run
-of scripts/train_bundled_model.sh, which ran in /work/bundled/ as run.sh); beside it, RUN's
+RUN.npz is the model ``gpt2np train`` wrote (default ~/.cache/gpt2np-train/bundled/gpt2np-small.npz, the run
+of scripts/train_bundled_model.sh, which keeps its command there as run.sh); beside it, RUN's
 ``.csv`` (the loss curve), ``.ckpt.npz`` (the settings, the step count and the wall time) and
 ``run.sh`` (the exact command; or give ``--command``).  The corpus is the work folder of scripts/make_corpus.py (default
 ~/.cache/gpt2np-corpus: its corpus_record.json and corpus/heldout/*.txt).  Writes into --out
@@ -81,7 +81,7 @@ from gpt2np.formats import save_npz  # noqa: E402
 from gpt2np.generation import generate_text  # noqa: E402
 from gpt2np.scoring import perplexity  # noqa: E402
 
-DEFAULT_RUN = pathlib.Path("/work/bundled/gpt2np-small.npz")
+DEFAULT_RUN = pathlib.Path.home() / ".cache/gpt2np-train/bundled/gpt2np-small.npz"
 DEFAULT_CORPUS = pathlib.Path("~/.cache/gpt2np-corpus")
 DEFAULT_OUT = ROOT / "gpt2np" / "assets" / BUNDLED_MODEL
 SAMPLE = ROOT / "tests" / "fixtures" / "bundled_heldout_sample.txt"
@@ -169,14 +169,17 @@ def training_record(files: dict, model: GPT2, command: str | None) -> dict:
 
 
 def command_of(run_script: pathlib.Path | None) -> str | None:
-    """The ``gpt2np train`` command of a run script: its continuation lines joined, ``exec``
-    and a trailing ``"$@"`` dropped, whitespace collapsed."""
+    """The ``gpt2np train`` command of a run script as it starts a run: its continuation lines
+    joined, ``exec`` and a trailing ``"$@"`` dropped, an array the script sets (such as
+    ``INIT=(--init new)``, which ``--resume`` empties) written out, whitespace collapsed."""
     if run_script is None or not run_script.is_file():
         return None
     text = run_script.read_text(encoding="utf-8").replace("\\\n", " ")
+    arrays = dict(re.findall(r"^(\w+)=\(([^)]*)\)", text, flags=re.M))
     for line in text.splitlines():
         if "gpt2np train" in line:
             line = re.sub(r'\s*"\$@"\s*$', "", line.strip())
+            line = re.sub(r'"\$\{(\w+)\[@\]\}"', lambda m: arrays.get(m.group(1), m.group(0)), line)
             return " ".join(re.sub(r"^exec\s+", "", line).split())
     return None
 

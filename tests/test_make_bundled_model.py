@@ -226,3 +226,14 @@ def test_sources_are_named_briefly_in_the_card(script):
     assert script.sources_in_brief({"sources": {"other": {"text": "some text"}}}) == "some text"
     assert script.in_words(["a"]) == "a" and script.in_words(["a", "b"]) == "a and b"
     assert script.in_words(["a, x", "b", "c"]) == "a, x; b; and c"
+
+
+def test_the_command_is_the_one_that_starts_the_run(script, tmp_path):
+    # scripts/train_bundled_model.sh passes "${INIT[@]}", which --resume empties; the card records the start
+    sh = tmp_path / "run.sh"
+    sh.write_text('#!/bin/bash\nINIT=(--init new)  # emptied by --resume\n'
+                  'exec gpt2np train a.txt \\\n  "${INIT[@]}" --n-layer 1 \\\n  --steps 10 "$@"\n')
+    assert script.command_of(sh) == "gpt2np train a.txt --init new --n-layer 1 --steps 10"
+    sh.write_text('exec gpt2np train a.txt "${OTHER[@]}" --steps 10\n')
+    assert script.command_of(sh) == 'gpt2np train a.txt "${OTHER[@]}" --steps 10'
+    assert script.command_of(tmp_path / "missing.sh") is None
