@@ -1,9 +1,9 @@
 #!/bin/bash
 # Train the bundled model gpt2np-mini with gpt2np itself. The shipped model (gpt2np/assets/gpt2np-mini/)
-# came from this command with --lr 1e-3 --min-lr 1e-4 on the corpus of make_corpus.py --novels (its card
-# records the exact command); 3e-3 and War and Peace are the next run's (docs/bundled_model.md).
+# came from this command on the corpus of step 1 (its card records the exact command; earlier runs are in
+# docs/bundled_model.md).
 #   1. python scripts/make_corpus.py --novels --war-and-peace   (the corpus, in ~/.cache/gpt2np-corpus)
-#   2. bash scripts/train_bundled_model.sh      (94 min to 3 h 20 min on 2 cores; resumable:
+#   2. bash scripts/train_bundled_model.sh      (1.5 to 3.7 h on 2 cores, by machine; resumable:
 #                                                bash scripts/train_bundled_model.sh --resume)
 #   3. python scripts/make_bundled_model.py WORK/gpt2np-small.npz
 # WORK (default ~/.cache/gpt2np-train/bundled) is outside the repository: tokens, checkpoints and the

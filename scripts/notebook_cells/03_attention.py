@@ -323,7 +323,7 @@ fig.tight_layout()
 # %% [markdown]
 # **What the bundled model shows.** None of its heads passes 0.5 on any of the three scores: its
 # heads spread their attention over earlier tokens rather than fixing it on the previous or the
-# first one. Its highest previous-token and first-token scores, printed above, stay below 0.35,
+# first one. Its highest previous-token and first-token scores, printed above, stay below 0.4,
 # against a uniform baseline of about 0.14 on these short sentences. It has **no induction heads**:
 # no head puts more than twice the uniform weight on the token after an earlier occurrence, and its
 # loss on the second copy of the random tokens is within half a nat of its loss on the first, so it
@@ -334,7 +334,7 @@ fig.tight_layout()
 # %%
 if not REAL:   # the paragraph above describes the bundled model; a retrained model must re-check it
     assert not any(named.values()), named
-    assert max(s_prev.max(), s_first.max()) < 0.35 and 0.12 < base_sent < 0.16, (s_prev.max(), s_first.max())
+    assert max(s_prev.max(), s_first.max()) < 0.4 and 0.12 < base_sent < 0.16, (s_prev.max(), s_first.max())
     assert s_ind.max() < 2 * base_ind, s_ind.max()
     assert abs(loss_second - loss_first) < 0.5, (loss_first, loss_second)
 print(f"largest scores: previous-token {s_prev.max():.3f}, first-token {s_first.max():.3f} "

@@ -147,13 +147,14 @@ axes[1].set_xlabel(f"u (block {sparsest}, all tokens and units)"); axes[1].set_t
 fig.tight_layout()
 never_on = [np.mean((trace[f"h{i}.mlp.fc"] > 0).sum(0) == 0) for i in range(L)]
 if not REAL:   # the bundled model: in every block fewer than half of the units are on, most for some token
-    assert max(on_share) < 0.5 and min(on_share) < 0.25 and max(never_on) < 0.25 and max(energy_on) < 0.95
+    assert max(on_share) < 0.5 and min(on_share) < 0.25 and max(never_on) < 0.5 and 0.7 < min(energy_on) and max(energy_on) < 0.97
 
 # %% [markdown]
 # In the bundled model fewer than half of the units are on for a typical token in every block, and in the
 # sparsest block only a small fraction (the printed numbers). Which units are on depends on the token:
-# most units are on for at least one token of the sentence. The many off units are not exactly zero,
-# though: their small negative outputs still carry a noticeable share of the total.
+# in every block most units are on for at least one token of the sentence. The many off units are not
+# exactly zero, though: their small negative outputs still carry a share of the total, from a few per
+# cent to about a quarter, by block.
 
 # %% [markdown]
 # ## 4. Residuals and the whole block

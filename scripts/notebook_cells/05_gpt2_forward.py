@@ -124,14 +124,14 @@ axes[0].set_ylabel("p(next token)")
 fig.tight_layout()
 if not REAL:  # what the text below says of the bundled model
     (a_top, a_p, a_rank), (g_top, g_p, g_rank) = found
-    assert g_rank == 1 and g_p < 0.25 and a_rank > 5 and a_p < 0.1, found
+    assert 1 < g_rank <= 5 and a_rank > 5 and max(a_p, g_p) < 0.1, found
 
 # %% [markdown]
-# For the bundled model (the numbers are printed above) the end of the first verse of Genesis comes
-# out right: " earth" is its first choice, though with less than a quarter of the probability. Austen's
-# last word does not: after "in want of a" the model spreads its bets over many plausible words, none
-# with more than a few percent, and " wife" is well down the list. A 7.7 M-parameter model trained on
-# 2.7 M tokens learns which kinds of words can follow which, not whole sentences by heart.
+# For the bundled model (the numbers are printed above) neither famous sentence comes out by heart.
+# After "the heaven and the" it ranks " earth" among its first few choices but not first, and after
+# "in want of a" it spreads its bets over many plausible words, with " wife" well down the list; in
+# both cases no word gets as much as a tenth of the probability. A 7.7 M-parameter model trained on
+# 3.4 M tokens learns which kinds of words can follow which, not whole sentences by heart.
 
 # %% [markdown]
 # ## 4. Loss and perplexity
@@ -171,12 +171,13 @@ print("cheapest tokens:", [(tok.decode([ids[j + 1]]), round(float(nll[j]), 2)) f
 if not REAL:  # the prose below
     assert loss < np.log(cfg.n_vocab) and tok.decode([ids[worst[0] + 1]]) == " universally"
     assert nll[worst[0]] > np.log(cfg.n_vocab)
-    assert [tok.decode([ids[j + 1]]) for j in best] == [" of", ",", " of"] and nll[best].max() < 1.1
+    assert [tok.decode([ids[j + 1]]) for j in best] == [" of", " of", " be"] and nll[best].max() < 1.3
 
 # %% [markdown]
 # The loss is far below the uniform $\log V$, but it is uneven. For the bundled model the cheapest
-# tokens are the ones grammar all but forces (" of" after "in want" and after "in possession", the
-# comma that closes "of a good fortune": about one nat or less), and the rare word " universally" costs *more* than a uniform guess would. Training pushes
+# tokens are the ones grammar all but forces (" of" after "in want" and after "in possession", " be"
+# after "must": little more than a nat at most), and the rare word " universally" costs *more* than a
+# uniform guess would. Training pushes
 # the probability of tokens the model has rarely seen far below $1/V$, so meeting one is expensive.
 #
 # The same holds for whole texts: one from outside the training domain costs many more nats per

@@ -318,10 +318,11 @@ np.testing.assert_array_equal(arr, formats.read_safetensors(st_path)[name0])
 #
 # Even OpenAI's 124M does these poorly (the paper's best results came from its 1558M model, trained
 # on 40 GB of web text). The bundled model, if that is what the setup cell loaded, has 7.7 M
-# parameters and was trained on 2.7 M tokens of Austen, the Bible and six novels (its model card's numbers
-# are printed below): no news, no French, no `TL;DR:`, no `Q:`/`A:`. It cannot summarize, translate or answer, and the point of running the tasks on it
-# is the mechanism, and seeing what a language model does with a prompt it cannot follow: it
-# continues it with the text it knows.
+# parameters and was trained on 3.4 M tokens of Austen, the Bible, six novels and War and Peace (its
+# model card's numbers are printed below): no news, no French, no `TL;DR:`, no `Q:`/`A:`. It cannot
+# summarize, translate or answer, and the point of running the tasks on it is the mechanism, and
+# seeing what a language model does with a prompt it cannot follow: it continues it with the text it
+# knows.
 
 # %%
 from gpt2np import tasks
@@ -338,7 +339,7 @@ if not REAL:
     card = bundled.read_card()                           # the model card shipped beside its weights
     print(f"\n{card['name']}: {card['parameters']:,} parameters, trained on a corpus of "
           f"{card['corpus']['train_tokens']:,} tokens")
-    assert card["parameters"] == model.num_params() and card["corpus"]["train_tokens"] < 3_000_000
+    assert card["parameters"] == model.num_params() and card["corpus"]["train_tokens"] < 3_500_000
 
 # %%
 n_new = 60 if REAL else 24
@@ -431,17 +432,18 @@ ax.axvline(0, color="k", lw=0.8); ax.invert_yaxis()
 ax.set_xlabel("log p(right) − log p(wrong)  (nats)"); ax.set_title("which continuation is likelier", fontsize=9)
 fig.tight_layout()
 if not REAL:  # the prose below
-    assert wins["world"] == 6 and wins["task"] <= 2, wins
-    assert min(d for g, _, _, d in rows if g == "world") > np.log(10)
-    assert rows[-1][3] < 0 and rows[-2][3] < 0          # the translation and the summary pairs
+    assert wins["world"] == 6 and wins["task"] == 3 and rows[-1][3] < 0, wins   # the translation pair is wrong
+    assert sum(d > np.log(10) for g, _, _, d in rows if g == "world") == 5
 
 # %% [markdown]
-# For the bundled model the pairs about its own world come out right every time, each by more than
-# $\ln 10 \approx 2.3$ nats, a factor of ten in probability: it has learned that single men of
+# For the bundled model the pairs about its own world come out right every time, all but one by more
+# than $\ln 10 \approx 2.3$ nats, a factor of ten in probability: it has learned that single men of
 # fortune want wives, that God created the earth, that "She was very happy." is English and "She
 # was very happily." is not, and whom Mr. Darcy looks at. The task pairs are another matter
-# (the count is printed): it prefers to go on in English after `=` rather than begin the French,
-# and it prefers a "summary" about the Lord and a temple to one about the council's bridge.
+# (the count is printed): it prefers to go on in English after `=` rather than begin the French.
+# It does prefer the right answers and the council's summary, but each right one repeats words of
+# the article (three years, the river, the council's bridge) and each wrong one does not, so these
+# pairs show little more than that.
 #
 # The same scores, averaged over a whole text, are its perplexity (notebook 05). It tells the
 # model's own kind of text from the rest:

@@ -276,8 +276,8 @@ print(f"highest: head {best_ind[0]}.{best_ind[1]} with {induction[best_ind]:.3f}
 # With the bundled model the heads are soft: no head puts even half of its weight on one fixed
 # relative position (previous token or first token), and no head is an induction head (the highest
 # induction score stays far below one half, and the repeated sentence gets only a little cheaper the
-# second time). The first two layers and the last one average widely; the middle layers look more
-# locally (mean distance by layer, printed above). This small, briefly trained model has not formed
+# second time). The first two layers average most widely; the later ones look more locally, the
+# middle layers most of all (mean distance by layer, printed above). This small, briefly trained model has not formed
 # sharp heads of these kinds; with OpenAI's 124M in the cache, the same cells measure that model.
 
 # %%
@@ -285,7 +285,7 @@ if not REAL:   # what the prose above says of the bundled model
     assert stats["previous token"].max() < 0.5 and stats["first token"].max() < 0.5
     assert induction.max() < 0.5 and first_copy - second_copy < 1.0
     by_layer = stats["distance"].mean(1)
-    assert by_layer[2:L - 1].max() < min(by_layer[0], by_layer[1], by_layer[L - 1])
+    assert by_layer[2:].max() < min(by_layer[0], by_layer[1]) and 2 <= int(np.argmin(by_layer)) <= L - 2
 print("previous-token weight max", round(float(stats["previous token"].max()), 3),
       "; first-token max", round(float(stats["first token"].max()), 3),
       "; induction max", round(float(induction.max()), 3))
@@ -388,17 +388,18 @@ ax2.set_yticks(range(L)); ax2.invert_yaxis(); ax2.set_xlabel("nats")
 ax2.set_title("whole layer zeroed")
 
 # %% [markdown]
-# No single head of the bundled model is critical: zeroing any one of them raises the loss by less
-# than a tenth of what it is, and a few heads even help a little when removed (on these few
-# sentences). Zeroing a whole layer's attention costs more than zeroing any one of its heads, except
-# in the last layer, whose attention as a whole even helps a little when removed. Heads
-# need not add up: the printout compares each layer's cost with the sum of its heads' costs. It also
-# names the heads that matter most; compare them with the attention table of section 2.
+# In the bundled model one head matters far more than the others: zeroing it alone raises the loss by
+# more than a tenth of what it is, while most heads cost less than a twentieth, and a few even help a
+# little when removed (on these few sentences). Heads need not add up: in every layer but one,
+# zeroing the whole layer's attention costs more than zeroing any one of its heads, but in one layer
+# it costs less than zeroing that layer's most important head alone. The printout compares each
+# layer's cost with the sum of its heads' costs and names the heads that matter most; compare them
+# with the attention table of section 2.
 
 # %%
 if not REAL:   # what the prose above says of the bundled model
-    assert increase.max() < 0.1 * base and increase.min() < 0
-    assert np.all(layer_increase[:-1] > increase.max(1)[:-1]) and layer_increase[-1] < 0
+    assert increase.max() > 0.1 * base and np.mean(increase < 0.05 * base) > 0.5 and increase.min() < 0
+    assert np.sum(layer_increase < increase.max(1)) == 1
 print("whole layer vs the sum of its heads' increases:",
       "  ".join(f"{l}: {layer_increase[l]:.3f} vs {increase[l].sum():.3f}" for l in range(L)))
 top_head = flat(increase.argmax())
@@ -437,7 +438,8 @@ for word in probe:
 
 # %% [markdown]
 # For the bundled model the neighbours are tokens of the same kind: names next to names, numbers
-# next to numbers, past-tense verbs next to past-tense verbs. Nobody told the model these categories;
+# next to numbers, " walked" next to other verbs of going, most of them in the past tense. Nobody
+# told the model these categories;
 # they come from predicting the next token, because words of one kind appear in the same contexts.
 #
 # A 2-D picture: the unit rows of a few dozen common words in six groups, projected on their first
@@ -520,10 +522,10 @@ fig.tight_layout()
 
 # %% [markdown]
 # So the embedding table of the bundled model holds a structured cloud of shorter rows, the tokens its
-# corpus uses (the neighbours above), and a spike of long rows, most of the vocabulary, all pushed out
-# in practically one direction, where the trained model's output gives them almost no probability.
-# The spike also explains the odd tokens of the lens table at depth 0: where a word's own row does not
-# win the dot product, a row of the spike does.
+# corpus uses (the neighbours above), and a spike of long rows, about half of the vocabulary, all
+# pushed out in practically one direction, where the trained model's output gives them almost no
+# probability. The spike also explains most of the odd tokens of the lens table at depth 0: where a
+# word's own row does not win the dot product, a row of the spike mostly does.
 
 # %%
 if not REAL:   # what the prose above says of the bundled model
@@ -531,10 +533,10 @@ if not REAL:   # what the prose above says of the bundled model
     assert set(neighbours[" three"]) <= number_words, neighbours[" three"]
     heroines = {" Jane", " Lydia", " Anne", " Emma", " Mary", " Charlotte", " Catherine", " Maria", " Fanny"}
     assert len(heroines & set(neighbours[" Elizabeth"])) >= 3, neighbours[" Elizabeth"]
-    assert spike.mean() > 0.5 and cos_to_mean.min() > 0.98 and spike[probe_ids].sum() == 0
-    assert spike[heldout].mean() < 0.05 and on_spike.mean() < 0.01 and len(odd) and spike[odd].all()
-    assert all(w.endswith("ed") or w in {" sat", " ran", " went", " came", " stood", " rose", " spoke", " got"}
-               for w in neighbours[" walked"]), neighbours[" walked"]
+    assert 0.4 < spike.mean() < 0.6 and cos_to_mean.min() > 0.98 and spike[probe_ids].sum() == 0
+    assert spike[heldout].mean() < 0.05 and on_spike.mean() < 0.01 and len(odd) and spike[odd].mean() > 0.5
+    irregular = {" sat", " ran", " went", " came", " stood", " rose", " spoke", " got", " crept", " flew", " fled"}
+    assert sum(w.endswith("ed") or w in irregular for w in neighbours[" walked"]) >= 3, neighbours[" walked"]
     assert same_group > 0.6
 print("neighbours of ' three':", neighbours[" three"], "; of ' Elizabeth':", neighbours[" Elizabeth"])
 
