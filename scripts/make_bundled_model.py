@@ -4,10 +4,11 @@
                                          [--from-checkpoint | --random] [--heldout-files N]
     python scripts/make_bundled_model.py --write-sample     # the committed held-out sample
 
-RUN.npz is the model ``gpt2np train`` wrote (default ~/.cache/gpt2np-train/bundled/gpt2np-small.npz, the run
-of scripts/train_bundled_model.sh, which keeps its command there as run.sh); beside it, RUN's
-``.csv`` (the loss curve), ``.ckpt.npz`` (the settings, the step count and the wall time) and
-``run.sh`` (the exact command; or give ``--command``).  The corpus is the work folder of scripts/make_corpus.py (default
+RUN.npz is the model ``gpt2np train`` wrote (default
+~/.cache/gpt2np-train/bundled/gpt2np-small.npz, the run of scripts/train_bundled_model.sh,
+which keeps its command there as run.sh); beside it, RUN's ``.csv`` (the loss curve),
+``.ckpt.npz`` (the settings, the step count and the wall time) and ``run.sh`` (the exact
+command; or give ``--command``).  The corpus is the work folder of scripts/make_corpus.py (default
 ~/.cache/gpt2np-corpus: its corpus_record.json and corpus/heldout/*.txt).  Writes into --out
 (default gpt2np/assets/gpt2np-mini):
 
