@@ -155,6 +155,8 @@ def card_lines(card: dict) -> list[str]:
                  f"{tokens:,} tokens trained" if isinstance(tokens, int) else "? tokens trained"]
         if isinstance(wall, (int, float)):
             parts.append(f"{wall / 3600:.2f} h of wall time")
+        if tr.get("stages"):
+            parts.append(f"in {len(tr['stages'])} stages (each from the one before's weights)")
         out.append("training: " + ", ".join(parts) + (f", ended {tr['date']}" if tr.get("date") else ""))
         if tr.get("command"):
             out.append(f"  command: {tr['command']}")

@@ -1,22 +1,25 @@
 """Make the bundled model's package files (gpt2np/assets/gpt2np-mini/) from a finished training run.
 
-    python scripts/make_bundled_model.py [RUN.npz] [--out DIR] [--corpus DIR] [--outside FILE]
-                                         [--from-checkpoint | --random] [--heldout-files N]
+    python scripts/make_bundled_model.py [RUN.npz] [--after EARLIER.npz ...] [--out DIR] [--corpus DIR]
+                                         [--outside FILE] [--from-checkpoint | --random] [--heldout-files N]
     python scripts/make_bundled_model.py --write-sample     # the committed held-out sample
 
 RUN.npz is the model ``gpt2np train`` wrote (default
-~/.cache/gpt2np-train/bundled/gpt2np-small.npz, the run of scripts/train_bundled_model.sh,
-which keeps its command there as run.sh); beside it, RUN's ``.csv`` (the loss curve),
-``.ckpt.npz`` (the settings, the step count and the wall time) and ``run.sh`` (the exact
-command; or give ``--command``).  The corpus is the work folder of scripts/make_corpus.py (default
-~/.cache/gpt2np-corpus: its corpus_record.json and corpus/heldout/*.txt).  Writes into --out
-(default gpt2np/assets/gpt2np-mini):
+~/.cache/gpt2np-train/bundled/gpt2np-mini.npz, the second stage of scripts/train_bundled_model.sh);
+beside it, RUN's ``.csv`` (the loss curve), ``.ckpt.npz`` (the settings, the step count and the
+wall time) and its run script, RUN's name with ``.sh`` or else ``run.sh`` in its folder (the exact
+command; or give ``--command``).  A run in stages, each started (``--init``) from the weights the
+one before ended with, names the earlier stages' models with ``--after``, in order (default with
+the default RUN: gpt2np-small.npz beside it, the first stage): the card records each stage and
+their totals, and its curve is the stages' curves one after another.  The corpus is the work folder
+of scripts/make_corpus.py (default ~/.cache/gpt2np-corpus: its corpus_record.json and
+corpus/heldout/*.txt).  Writes into --out (default gpt2np/assets/gpt2np-mini):
 
     model.npz           the weights rounded to float16 (metadata "storage": "float16", and a
                         short record of what the model is), computed in float32 when loaded
     card.json           the machine-readable model card (gpt2np.bundled.read_card)
     MODEL_CARD.md       the same for people
-    training.csv        RUN's loss curve
+    training.csv        RUN's loss curve (after those of the earlier stages)
     corpus_record.json  the corpus's record
     licences/           from scripts/corpus_licences/: its README and the licence files of the
                         sources the corpus record names (their licences and attributions)
@@ -82,7 +85,8 @@ from gpt2np.formats import save_npz  # noqa: E402
 from gpt2np.generation import generate_text  # noqa: E402
 from gpt2np.scoring import perplexity  # noqa: E402
 
-DEFAULT_RUN = pathlib.Path.home() / ".cache/gpt2np-train/bundled/gpt2np-small.npz"
+DEFAULT_RUN = pathlib.Path.home() / ".cache/gpt2np-train/bundled/gpt2np-mini.npz"
+DEFAULT_AFTER = [DEFAULT_RUN.parent / "gpt2np-small.npz"]  # the first stage, before DEFAULT_RUN
 DEFAULT_CORPUS = pathlib.Path("~/.cache/gpt2np-corpus")
 DEFAULT_OUT = ROOT / "gpt2np" / "assets" / BUNDLED_MODEL
 SAMPLE = ROOT / "tests" / "fixtures" / "bundled_heldout_sample.txt"
@@ -144,7 +148,7 @@ def read_csv(path: pathlib.Path) -> list[dict]:
 
 def training_record(files: dict, model: GPT2, command: str | None) -> dict:
     """Steps, tokens, wall time and settings from the checkpoint; losses from the CSV."""
-    out = {"command": command}
+    out = {"command": command, "model": files["model"].name}
     if files["checkpoint"].is_file():
         from gpt2np.train import TrainSettings, read_checkpoint_meta
 
@@ -169,6 +173,12 @@ def training_record(files: dict, model: GPT2, command: str | None) -> dict:
     return out
 
 
+def script_of(run: pathlib.Path) -> pathlib.Path:
+    """The run script of RUN.npz: RUN.sh (a later stage beside the first), else run.sh in its folder."""
+    own = run.with_suffix(".sh")
+    return own if own.is_file() else run.parent / "run.sh"
+
+
 def command_of(run_script: pathlib.Path | None) -> str | None:
     """The ``gpt2np train`` command of a run script as it starts a run: its continuation lines
     joined, ``exec`` and a trailing ``"$@"`` dropped, an array the script sets (such as
@@ -183,6 +193,45 @@ def command_of(run_script: pathlib.Path | None) -> str | None:
             line = re.sub(r'"\$\{(\w+)\[@\]\}"', lambda m: arrays.get(m.group(1), m.group(0)), line)
             return " ".join(re.sub(r"^exec\s+", "", line).split())
     return None
+
+
+STAGE_TOTALS = ("steps", "tokens_trained", "wall_time_s")
+
+
+def staged_training(stages: list[dict]) -> dict:
+    """One record of a run in stages, each started from the weights the one before ended with: the last
+    stage's settings and losses, the stages' totals, their commands joined with ``&&`` (one shell line
+    that makes the model), and each stage's own record under ``"stages"``."""
+    if len(stages) == 1:
+        return stages[0]
+    out = {**stages[-1], "command": " && ".join(s.get("command") or "?" for s in stages)}
+    for key in STAGE_TOTALS:
+        values = [s.get(key) for s in stages]
+        out[key] = None if None in values else round(sum(values), 1) if key == "wall_time_s" else sum(values)
+    out.pop("planned_steps", None)
+    out["stages"] = [{k: v for k, v in s.items() if k != "curve"} for s in stages]
+    return out
+
+
+def joined_curve(csvs: list[pathlib.Path], stages: list[dict], dest: pathlib.Path) -> None:
+    """The stages' CSVs one after another in one file, each stage's ``step`` and ``elapsed_s`` counted
+    on from the end of the stages before it (their steps and wall times)."""
+    steps = elapsed = 0
+    with open(dest, "w", newline="", encoding="utf-8") as f:
+        writer = None
+        for path, stage in zip(csvs, stages):
+            with open(path, newline="", encoding="utf-8") as g:
+                reader = csv.DictReader(g)
+                if writer is None:
+                    writer = csv.DictWriter(f, fieldnames=reader.fieldnames, lineterminator="\n")
+                    writer.writeheader()
+                for row in reader:
+                    row["step"] = str(int(row["step"]) + steps)
+                    if row.get("elapsed_s"):
+                        row["elapsed_s"] = f"{float(row['elapsed_s']) + elapsed:.3f}"
+                    writer.writerow(row)
+            steps += stage["steps"]
+            elapsed += stage["wall_time_s"]
 
 
 # ---- texts -----------------------------------------------------------------------------------
@@ -394,13 +443,19 @@ def model_card_md(card: dict) -> str:
         lines += [f"- **{key}**: {src['text']}. Licence: {src['licence']}. {src['attribution']}"
                   + (f" (`{src['licence_file']}`)" if src.get("licence_file") else "")]
     lines += ["", "## Training", ""]
-    if tr.get("command"):
-        lines += ["The exact command (`gpt2np train`, resumable with `--resume`):", "", "    " + tr["command"], ""]
-    if "steps" in tr:
-        wall = f", {tr['wall_time_s'] / 3600:.2f} h of wall time" if tr.get("wall_time_s") else ""
-        lines += [f"{tr['steps']:,} steps of {tr['batch_size']} x {tr['seq_len']} tokens"
-                  f"{' x ' + str(tr['grad_accum']) if tr['grad_accum'] != 1 else ''}: "
-                  f"{tr['tokens_trained']:,} tokens trained{wall}. The loss curve is `training.csv`.", ""]
+    stages = tr.get("stages")
+    if stages:
+        lines += [f"In {len(stages)} stages, each started (`--init`) from the weights the one before ended with. "
+                  "The exact commands (`gpt2np train`, each resumable with `--resume`), in order:", ""]
+        lines += ["    " + (s.get("command") or "?") for s in stages] + [""]
+        for i, s in enumerate(stages, 1):
+            lines += [f"- stage {i}: " + _steps_line(s, _lr(s.get("settings")))]
+        lines += ["", f"In all: {_steps_line(tr)} The loss curve is `training.csv` (the stages one after another).", ""]
+    else:
+        if tr.get("command"):
+            lines += ["The exact command (`gpt2np train`, resumable with `--resume`):", "", "    " + tr["command"], ""]
+        if "steps" in tr:
+            lines += [f"{_steps_line(tr)} The loss curve is `training.csv`.", ""]
     lines += ["## Losses (nats per token)", "",
               f"Measured on `{f['name']}` as the package loads it, with `gpt2np.scoring.perplexity` "
               f"(windows of {c['n_ctx']} tokens, stride {c['n_ctx']}: what `gpt2np score` prints).", "",
@@ -433,6 +488,24 @@ def model_card_md(card: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _steps_line(tr: dict, extra: str = "") -> str:
+    """"6,000 steps of 8 x 256 tokens: 12,288,000 tokens trained, 3.69 h of wall time." """
+    if "steps" not in tr:
+        return "?"
+    per = f"{tr['batch_size']} x {tr['seq_len']} tokens" if "batch_size" in tr else "?"
+    accum = f" x {tr['grad_accum']}" if tr.get("grad_accum", 1) != 1 else ""
+    wall = f", {tr['wall_time_s'] / 3600:.2f} h of wall time" if tr.get("wall_time_s") else ""
+    return f"{tr['steps']:,} steps of {per}{accum}{extra}: {tr['tokens_trained']:,} tokens trained{wall}."
+
+
+def _lr(settings: dict | None) -> str:
+    """", lr 0.001 to 0.0001": the peak learning rate and the floor of its cosine (lr / 10 unless set)."""
+    if not settings or settings.get("lr") is None:
+        return ""
+    floor = settings["lr"] / 10 if settings.get("min_lr") is None else settings["min_lr"]
+    return f", lr {settings['lr']:g} to {floor:g}"
+
+
 def _fmt(x) -> str:
     return "?" if x is None else f"{x:.4f}"
 
@@ -446,9 +519,10 @@ def _md(text: str) -> str:
 # ---- main ------------------------------------------------------------------------------------
 
 def make(run: pathlib.Path, out: pathlib.Path, corpus: pathlib.Path, *, how: str = "model", command=None,
-         outside: pathlib.Path | None = None, heldout_files: int | None = None, date: str | None = None,
+         after=(), outside: pathlib.Path | None = None, heldout_files: int | None = None, date: str | None = None,
          sample: pathlib.Path = SAMPLE, seed: int = 0, log=print) -> dict:
-    """Write the package files of the bundled model into ``out``; returns the card."""
+    """Write the package files of the bundled model into ``out``; returns the card.  ``after``: the
+    models of the earlier stages, in order (each later stage started from the one before)."""
     t0 = time.perf_counter()
     files = run_files(run)
     tok = Tokenizer.gpt2()
@@ -456,11 +530,16 @@ def make(run: pathlib.Path, out: pathlib.Path, corpus: pathlib.Path, *, how: str
     trained = read_weights(files, how, seed)
     stand_in = how != "model"
     if command is None:
-        command = command_of(run.parent / "run.sh")
+        command = command_of(script_of(run))
     if date is None:
         stamp = run.stat().st_mtime if how == "model" else time.time()
         date = datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).date().isoformat()
-    training = training_record(files, trained, command)
+    earlier = [run_files(pathlib.Path(a)) for a in after]
+    for f in earlier:
+        if not (f["checkpoint"].is_file() and f["csv"].is_file()):
+            raise SystemExit(f"--after {f['model']}: its .ckpt.npz and .csv are needed beside it")
+    stages = [training_record(f, trained, command_of(script_of(f["model"]))) for f in earlier]
+    training = staged_training(stages + [training_record(files, trained, command)])
     training["date"] = date
 
     card = {
@@ -526,7 +605,9 @@ def make(run: pathlib.Path, out: pathlib.Path, corpus: pathlib.Path, *, how: str
     card["made_by"] = "scripts/make_bundled_model.py"
     card["versions"] = {"gpt2np": __version__, "numpy": np.__version__, "python": platform.python_version()}
 
-    if files["csv"].is_file():
+    if earlier and files["csv"].is_file():
+        joined_curve([f["csv"] for f in earlier] + [files["csv"]], training["stages"], out / "training.csv")
+    elif files["csv"].is_file():
         shutil.copyfile(files["csv"], out / "training.csv")
     shutil.copyfile(corpus / "corpus_record.json", out / "corpus_record.json")
     if (out / "licences").exists():
@@ -547,7 +628,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="the folder to write (default: the package's)")
     ap.add_argument("--corpus", type=pathlib.Path, default=DEFAULT_CORPUS, help=f"make_corpus.py's work folder ({DEFAULT_CORPUS})")
     ap.add_argument("--outside", type=pathlib.Path, help="a text outside the corpus (default: Tom Sawyer, fetched once)")
-    ap.add_argument("--command", help="the exact training command (default: from run.sh beside RUN)")
+    ap.add_argument("--after", action="append", type=pathlib.Path, metavar="EARLIER.npz",
+                    help="an earlier stage's model, RUN started from (repeat in order; default with the default "
+                         f"RUN: {DEFAULT_AFTER[0]})")
+    ap.add_argument("--command", help="the exact training command (default: from RUN.sh or run.sh beside RUN)")
     group = ap.add_mutually_exclusive_group()
     group.add_argument("--from-checkpoint", action="store_true", help="a stand-in: the weights of RUN's .ckpt.npz")
     group.add_argument("--random", action="store_true", help="a stand-in: GPT2.random of the bundled config")
@@ -560,7 +644,8 @@ def main(argv=None) -> int:
         write_sample(corpus)
         return 0
     how = "checkpoint" if args.from_checkpoint else "random" if args.random else "model"
-    make(args.run, args.out, corpus, how=how, command=args.command, outside=args.outside,
+    after = args.after if args.after is not None else DEFAULT_AFTER if args.run == DEFAULT_RUN else []
+    make(args.run, args.out, corpus, how=how, command=args.command, after=after, outside=args.outside,
          heldout_files=args.heldout_files, date=args.date, log=lambda m: print(m, file=sys.stderr))
     return 0
 

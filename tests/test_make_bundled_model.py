@@ -157,6 +157,63 @@ def test_a_stand_in_says_so(script, run):
     assert npz_metadata(run["out"] / "model.npz")["model"]["stand_in"] is True
 
 
+def write_second_stage(run):
+    """A second stage beside the tiny run: m2.npz, trained on from m.npz for 5 steps (m2.sh its command)."""
+    folder = run["run"].parent
+    model = GPT2.random(TINY, seed=6)
+    model.save(folder / "m2.npz")
+    history = [{"step": 0, "val_loss": 9.4}, *({"step": s, "lr": 1e-4, "train_loss": 9.0 - s / 100, "elapsed_s": s}
+                                               for s in range(1, 6)), {"step": 5, "val_loss": 9.25}]
+    with open(folder / "m2.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CSV_COLUMNS)
+        for row in history:
+            w.writerow(["" if row.get(c) is None else row[c] for c in CSV_COLUMNS])
+    settings = TrainSettings(steps=5, batch_size=2, seq_len=16, lr=1e-4, min_lr=1e-5)
+    save_checkpoint(folder / "m2.ckpt.npz", model, AdamW(model.params), step=5, rng_state={}, settings=settings,
+                    history=history, elapsed=2.5)
+    (folder / "m2.sh").write_text('INIT=(--init m.npz)\nexec gpt2np train a.txt "${INIT[@]}" --out m2.npz --steps 5\n')
+    return folder / "m2.npz", model
+
+
+def test_a_run_in_two_stages(script, run):
+    """A model trained on from an earlier run's: the card records both stages and their totals, the
+    commands in order, and the curve is the first stage's then the second's, counted on."""
+    second, model = write_second_stage(run)
+    card = script.make(second, run["out"], run["corpus"], after=[run["run"]], outside=run["outside"],
+                       sample=run["sample"], log=lambda m: None)
+    tr = card["training"]
+    first_cmd = "gpt2np train a.txt --init new --n-layer 1 --out m.npz --steps 10"
+    second_cmd = "gpt2np train a.txt --init m.npz --out m2.npz --steps 5"
+    assert [s["command"] for s in tr["stages"]] == [first_cmd, second_cmd]
+    assert tr["command"] == first_cmd + " && " + second_cmd
+    assert [s["model"] for s in tr["stages"]] == ["m.npz", "m2.npz"]
+    assert [(s["steps"], s["tokens_trained"], s["wall_time_s"]) for s in tr["stages"]] == [(10, 320, 12.5), (5, 160, 2.5)]
+    assert (tr["steps"], tr["tokens_trained"], tr["wall_time_s"]) == (15, 480, 15.0)
+    assert tr["settings"]["lr"] == 1e-4 and card["losses"]["validation"] == 9.25  # the last stage's
+    assert card["losses"]["train"] == pytest.approx(np.mean([9.0 - s / 100 for s in range(1, 6)]), abs=1e-4)
+    # the weights are the second stage's
+    w = GPT2.load(run["out"] / "model.npz").params["wte"].ravel()[:20]
+    assert np.array_equal(w, model.params["wte"].ravel()[:20].astype(np.float16).astype(np.float32))
+    with open(run["out"] / "training.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [0, *range(1, 11), 10, 10, *range(11, 16), 15]
+    assert [float(r["elapsed_s"]) for r in rows[-6:-1]] == [12.5 + s for s in range(1, 6)]
+    assert [r["val_loss"] for r in rows if r["val_loss"]] == ["10.9", "9.5", "9.4", "9.25"]
+    md = (run["out"] / "MODEL_CARD.md").read_text()
+    assert "In 2 stages" in md and f"    {first_cmd}\n    {second_cmd}\n" in md
+    assert "- stage 2: 5 steps of 2 x 16 tokens, lr 0.0001 to 1e-05: 160 tokens trained" in md
+    assert "In all: 15 steps of 2 x 16 tokens: 480 tokens trained" in md
+    lines = bundled.card_lines(card)
+    assert any(tr["command"] in line for line in lines)
+    assert any(line.startswith("training: 15 steps, 480 tokens trained") and "in 2 stages" in line for line in lines)
+    # an earlier stage without its checkpoint and curve is refused
+    (run["run"].parent / "m.csv").unlink()
+    with pytest.raises(SystemExit, match=r"--after .*m.npz: its .ckpt.npz and .csv are needed"):
+        script.make(second, run["out"], run["corpus"], after=[run["run"]], outside=run["outside"],
+                    sample=run["sample"], log=lambda m: None)
+
+
 def test_the_outside_text_is_joined_into_paragraphs(script):
     raw = ("Produced by Someone.\n\n\n     THE BOOK\n        BY\n    AN AUTHOR\n\n"
            "                  P R E F A C E\n\nMOST of the\nadventures  occurred.\n\n\n"
@@ -237,3 +294,7 @@ def test_the_command_is_the_one_that_starts_the_run(script, tmp_path):
     sh.write_text('exec gpt2np train a.txt "${OTHER[@]}" --steps 10\n')
     assert script.command_of(sh) == 'gpt2np train a.txt "${OTHER[@]}" --steps 10'
     assert script.command_of(tmp_path / "missing.sh") is None
+    # a later stage's script is its model's name with .sh; run.sh otherwise
+    (tmp_path / "m2.sh").write_text("exec gpt2np train b.txt\n")
+    assert script.script_of(tmp_path / "m2.npz") == tmp_path / "m2.sh"
+    assert script.script_of(tmp_path / "m.npz") == tmp_path / "run.sh"
