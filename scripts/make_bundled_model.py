@@ -209,6 +209,8 @@ def staged_training(stages: list[dict]) -> dict:
         values = [s.get(key) for s in stages]
         out[key] = None if None in values else round(sum(values), 1) if key == "wall_time_s" else sum(values)
     out.pop("planned_steps", None)
+    if out.get("val_loss_step") is not None:  # counted as the joined curve counts it
+        out["val_loss_step"] += sum(s["steps"] for s in stages[:-1])
     out["stages"] = [{k: v for k, v in s.items() if k != "curve"} for s in stages]
     return out
 
@@ -424,7 +426,7 @@ def model_card_md(card: dict) -> str:
         "It is **not OpenAI's GPT-2**: it has GPT-2's architecture and tokenizer, but its own weights, learned "
         "from its small corpus only. For OpenAI's weights use a size such as `--model 124M` (downloaded once).", "",
         "## Using it", "",
-        f"    gpt2np generate --model {card['name']} \"It was a fine morning, and\"",
+        f"    gpt2np generate --model {card['name']} \"It was a fine morning, and\" --temperature 0.8 --top-k 40 --seed 0",
         f"    gpt2np score --model {card['name']} FILE.txt",
         f"    gpt2np info {card['name']}",
         f"    python -c \"from gpt2np import GPT2; m = GPT2.from_pretrained('{card['name']}')\"", "",

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -146,8 +147,15 @@ def test_the_card_says_what_it_is(card, model):
         assert src["licence"] and src["attribution"]
         assert (bundled.folder() / src["licence_file"]).is_file()
     tr = card["training"]
-    assert tr["command"].startswith("gpt2np train ") and "--init new" in tr["command"]
-    assert tr["steps"] >= 1 and tr["tokens_trained"] == tr["steps"] * tr["batch_size"] * tr["grad_accum"] * tr["seq_len"]
+    stages = tr.get("stages") or [tr]  # a run in stages: the first from GPT-2's initialisation, each
+    assert stages[0]["command"].startswith("gpt2np train ") and "--init new" in stages[0]["command"]
+    for before, after in zip(stages, stages[1:]):  # later one from the model the one before wrote
+        out = re.search(r"--out (\S+)", before["command"]).group(1)
+        assert after["command"].startswith("gpt2np train ") and f"--init {out} " in after["command"]
+    for s in stages:
+        assert s["steps"] >= 1 and s["tokens_trained"] == s["steps"] * s["batch_size"] * s["grad_accum"] * s["seq_len"]
+    assert tr["steps"] == sum(s["steps"] for s in stages)
+    assert tr["tokens_trained"] == sum(s["tokens_trained"] for s in stages)
     losses = card["losses"]
     for key in ("train", "validation"):
         assert 0 < losses[key] < 11
@@ -158,7 +166,8 @@ def test_the_card_says_what_it_is(card, model):
     for sample in card["samples"]:
         assert sample["prompt"] and isinstance(sample["greedy"], str) and isinstance(sample["sampled"], str)
     md = (bundled.folder() / "MODEL_CARD.md").read_text(encoding="utf-8")
-    assert "not OpenAI's GPT-2" in md and card["file"]["sha256"] in md and tr["command"] in md
+    assert "not OpenAI's GPT-2" in md and card["file"]["sha256"] in md
+    assert all(s["command"] in md for s in stages)
     csv_head = (bundled.folder() / "training.csv").read_text(encoding="utf-8").splitlines()[0]
     assert csv_head == "step,lr,train_loss,val_loss,tokens_per_s,elapsed_s"
     record = json.loads((bundled.folder() / "corpus_record.json").read_text(encoding="utf-8"))
@@ -174,7 +183,8 @@ def test_the_assets_are_the_final_model_not_a_stand_in(card):
     assert card["stand_in"] is False, (f"gpt2np/assets/{BUNDLED_MODEL}/ holds a stand-in "
                                        f"({card.get('stand_in_source')}): run scripts/make_bundled_model.py "
                                        f"on the finished training run")
-    assert card["training"]["steps"] == card["training"]["planned_steps"]
+    for stage in card["training"].get("stages") or [card["training"]]:  # every stage ran to its end
+        assert stage["steps"] == stage["planned_steps"]
     assert card["losses"]["heldout"]["files"] == card["losses"]["heldout"]["of_files"]
 
 

@@ -191,6 +191,7 @@ def test_a_run_in_two_stages(script, run):
     assert [(s["steps"], s["tokens_trained"], s["wall_time_s"]) for s in tr["stages"]] == [(10, 320, 12.5), (5, 160, 2.5)]
     assert (tr["steps"], tr["tokens_trained"], tr["wall_time_s"]) == (15, 480, 15.0)
     assert tr["settings"]["lr"] == 1e-4 and card["losses"]["validation"] == 9.25  # the last stage's
+    assert tr["val_loss_step"] == 15 and [s["val_loss_step"] for s in tr["stages"]] == [10, 5]
     assert card["losses"]["train"] == pytest.approx(np.mean([9.0 - s / 100 for s in range(1, 6)]), abs=1e-4)
     # the weights are the second stage's
     w = GPT2.load(run["out"] / "model.npz").params["wte"].ravel()[:20]

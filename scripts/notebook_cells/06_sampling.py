@@ -269,12 +269,13 @@ assert tok.decode(greedy_ids) == gpt2np.generate_text(model, tok, prompt, max_ne
 print(f"greedy: {prompt}|{tok.decode(greedy_ids)}")
 print(f"rep_3 = {repeated_3grams(greedy_ids):.2f}")
 if not REAL:  # the prose below
-    assert repeated_3grams(greedy_ids) > 0.3
+    tail = greedy_ids[-10:]                       # the last ten tokens: a phrase of at most 8, again
+    assert repeated_3grams(greedy_ids) > 0.2 and any(tail == greedy_ids[-10 - p:-p] for p in range(1, 9))
 
 # %% [markdown]
-# The bundled model's greedy text soon falls into a loop (its $\mathrm{rep}_3$ is printed above): once
-# a phrase has been produced, the most likely continuation is the same phrase again. That is the
-# reason to sample.
+# The bundled model's greedy text soon falls into a loop (its $\mathrm{rep}_3$ is printed above; by the
+# end of its 32 tokens it is saying one short phrase over and over): once a phrase has been produced,
+# the most likely continuation is the same phrase again. That is the reason to sample.
 #
 # ## 10. Sampled continuations
 #
@@ -346,7 +347,7 @@ for tau, r, n in zip(sweep, rep.mean(1), nlls.mean(1)):
     print(f"τ = {tau:.1f}: rep_3 {r:.2f}, nll {n:.2f} nats/token")
 print(f"Austen's first sentence: {real_nll:.2f} nats/token")
 if not REAL:  # the prose below
-    assert rep[0].mean() > 0.3 and rep[-3:].mean() < 0.05 and np.all(np.diff(nlls.mean(1)[1:]) > 0)
+    assert rep[0].mean() > 0.2 and rep[-3:].mean() < 0.05 and np.all(np.diff(nlls.mean(1)[1:]) > 0)
     assert nlls[-1].mean() > real_nll + 2
 
 # %% [markdown]

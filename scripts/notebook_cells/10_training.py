@@ -310,24 +310,34 @@ fig.tight_layout()
 # The **warm-up** avoids large steps while the weights are random and Adam's $v$ has seen few
 # gradients; the **cosine decay** makes the steps smaller towards the end, so the weights settle
 # instead of jumping around with the noise of each batch. Below with the bundled model's own settings
-# (from its card), by hand against `optim.cosine_lr` and `TrainSettings.lr_at`.
+# (from its card), by hand against `optim.cosine_lr` and `TrainSettings.lr_at`. It was trained in
+# stages (section 9), each `gpt2np train` run with a schedule of its own: its whole schedule is theirs
+# one after another.
 
 # %%
-st = card["training"]["settings"]
-S, W, lr_max, lr_min = st["steps"], st["warmup"], st["lr"], st["min_lr"]
-settings = training.TrainSettings(steps=S, warmup=W, lr=lr_max, min_lr=lr_min)
-for s in (0, W // 2, W - 1, W, (W + S) // 2, S - 1, S):
-    by_hand = lr_max * (s + 1) / W if s < W else lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * (s - W) / (S - W)))
-    lib = optim.cosine_lr(s, max_lr=lr_max, warmup_steps=W, total_steps=S, min_lr=lr_min)
-    np.testing.assert_allclose(lib, by_hand, rtol=1e-12)
-    assert settings.lr_at(s) == lib
-    print(f"step {s:4d}: lr = {lib:.6f}")
-schedule = np.array([optim.cosine_lr(s, max_lr=lr_max, warmup_steps=W, total_steps=S, min_lr=lr_min) for s in range(S)])
+stages = card["training"].get("stages") or [card["training"]]   # a run in one stage is its own record
+schedule = []
+for i, stage in enumerate(stages, 1):
+    st = stage["settings"]
+    S, W, lr_max, lr_min = st["steps"], st["warmup"], st["lr"], st["min_lr"]
+    settings = training.TrainSettings(steps=S, warmup=W, lr=lr_max, min_lr=lr_min)
+    print(f"stage {i}: S = {S}, W = {W}, lr_max = {lr_max}, lr_min = {lr_min}")
+    for s in (0, W // 2, W - 1, W, (W + S) // 2, S - 1, S):
+        by_hand = lr_max * (s + 1) / W if s < W else lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * (s - W) / (S - W)))
+        lib = optim.cosine_lr(s, max_lr=lr_max, warmup_steps=W, total_steps=S, min_lr=lr_min)
+        np.testing.assert_allclose(lib, by_hand, rtol=1e-12)
+        assert settings.lr_at(s) == lib
+        print(f"  step {s:4d}: lr = {lib:.6f}")
+    schedule += [optim.cosine_lr(s, max_lr=lr_max, warmup_steps=W, total_steps=S, min_lr=lr_min) for s in range(S)]
+schedule = np.array(schedule)
+starts = np.cumsum([0] + [stage["settings"]["steps"] for stage in stages[:-1]])   # where each stage begins
 
 fig, ax = plt.subplots(figsize=(6.4, 2.4))
 ax.plot(schedule)
-ax.axvline(W, color="gray", ls=":", label=f"end of warm-up (W = {W})")
-ax.set_xlabel("step"); ax.set_ylabel("learning rate"); ax.set_title("optim.cosine_lr, the bundled model's run")
+for i, (start, stage) in enumerate(zip(starts, stages), 1):
+    ax.axvline(start + stage["settings"]["warmup"], color="gray", ls=":",
+               label="ends of warm-up" if i == 1 else None)
+ax.set_xlabel("step"); ax.set_ylabel("learning rate"); ax.set_title("optim.cosine_lr, the bundled model's runs")
 ax.legend(); ax.grid(alpha=0.3)
 fig.tight_layout()
 
@@ -478,49 +488,56 @@ print("losses of both:", np.round(losses_mine, 4))
 # %% [markdown]
 # ## 9. The bundled model's real training curve
 #
-# The bundled model `gpt2np-mini` was trained with this same loop by `gpt2np train` (the command is
-# in its card) on Austen's six novels, a public-domain Bible, six other novels and War and Peace,
-# and its curve ships beside it as `training.csv`: one row per step (`step, lr, train_loss,
-# val_loss, tokens_per_s, elapsed_s`), the validation loss every 250 steps, and step 0 holding the
-# validation loss before training.
+# The bundled model `gpt2np-mini` was trained with this same loop by `gpt2np train` (the commands are
+# in its card) on Austen's six novels, a public-domain Bible, six other novels and War and Peace, in
+# two stages: from GPT-2's initialisation, then a **warm restart**, a second run started from the
+# first one's weights, with fresh AdamW moments, other batches, and a second warm-up and cosine at a
+# third of the first's peak learning rate. Its curve ships beside it as `training.csv`, the stages one
+# after another: one row per step (`step, lr, train_loss, val_loss, tokens_per_s, elapsed_s`), the
+# validation loss every 250 steps, and each stage's step 0 holding the validation loss before it.
 
 # %%
 curve = np.genfromtxt(bundled.folder() / "training.csv", delimiter=",", names=True)   # empty cells -> nan
-steps_done = curve["step"][1:].astype(int)
-np.testing.assert_allclose(curve["lr"][1:], schedule[steps_done - 1], rtol=1e-12)    # step k ran at lr(k - 1)
+trained = ~np.isnan(curve["lr"])                  # the rows of steps (not a stage's step-0 evaluation)
+steps_done = curve["step"][trained].astype(int)
+assert np.array_equal(steps_done, np.arange(1, len(schedule) + 1))
+np.testing.assert_allclose(curve["lr"][trained], schedule[steps_done - 1], rtol=1e-12)  # step k ran at lr(k - 1)
 val_rows = ~np.isnan(curve["val_loss"])
 tr_card = card["training"]
 last100 = float(curve["train_loss"][-100:].mean())
 print(f"{int(curve['step'][-1])} steps of {tr_card['batch_size']} windows x {tr_card['seq_len']} tokens ="
       f" {tr_card['tokens_trained']:,} predictions, {tr_card['tokens_trained'] / card['corpus']['train_tokens']:.1f}"
       f" passes over the {card['corpus']['train_tokens']:,} training tokens, in {curve['elapsed_s'][-1] / 60:.0f} min"
-      f" at {np.median(curve['tokens_per_s'][1:]):,.0f} tokens/s")
+      f" at {np.median(curve['tokens_per_s'][trained]):,.0f} tokens/s")
 print(f"validation loss before training: {curve['val_loss'][0]:.4f} (ln V = {math.log(V):.4f})")
 print(f"train loss, mean of the last 100 steps: {last100:.4f};  validation loss at the end: {curve['val_loss'][-1]:.4f}")
 print(f"the card's losses on held-out text: its held-out chapters {card['losses']['heldout']['loss']:.4f},"
       f" a novel it never saw ({card['losses']['outside']['text'].split(',')[0]}) {card['losses']['outside']['loss']:.4f},"
       f" unigram baseline {card['corpus']['unigram_baseline']['heldout']:.4f}")
-print("the command that trained it:", tr_card["command"])
+for i, stage in enumerate(stages, 1):
+    print(f"the command of stage {i}:", stage["command"])
 assert round(last100, 4) == tr_card["train_loss_last_100_steps"] and round(curve["val_loss"][-1], 4) == tr_card["val_loss"]
 assert tr_card["tokens_trained"] == int(curve["step"][-1]) * tr_card["batch_size"] * tr_card["seq_len"]
-assert 3 < tr_card["tokens_trained"] / card["corpus"]["train_tokens"] < 4 and round(card["parameters"] / 1e6, 1) == 7.7
+assert 4 < tr_card["tokens_trained"] / card["corpus"]["train_tokens"] < 5 and round(card["parameters"] / 1e6, 1) == 7.7
 
 # %%
-smooth = np.convolve(curve["train_loss"][1:], np.ones(100) / 100, mode="valid")   # smooth[i]: steps i+1 .. i+100
+smooth = np.convolve(curve["train_loss"][trained], np.ones(100) / 100, mode="valid")   # smooth[i]: steps i+1 .. i+100
 fig, axes = plt.subplots(1, 2, figsize=(9, 3), gridspec_kw={"width_ratios": [2, 1]})
 axes[0].plot(steps_done[99::10], smooth[::10], color="tab:blue", label="train (mean of the last 100 steps)")
 axes[0].plot(curve["step"][val_rows], curve["val_loss"][val_rows], "o-", color="tab:orange", ms=3, label="validation")
 axes[0].axhline(card["corpus"]["unigram_baseline"]["heldout"], color="gray", ls="--", label="unigram baseline")
 axes[0].set_ylim(3.5, 11); axes[0].set_xlabel("step"); axes[0].set_ylabel("loss (nats/token)")
 axes[0].legend(fontsize=7); axes[0].grid(alpha=0.3); axes[0].set_title("gpt2np-mini: training.csv")
-axes[1].plot(steps_done, curve["lr"][1:], color="tab:green"); axes[1].set_xlabel("step")
+axes[1].plot(steps_done, curve["lr"][trained], color="tab:green"); axes[1].set_xlabel("step")
 axes[1].set_title("learning rate"); axes[1].grid(alpha=0.3)
 fig.tight_layout()
 
 # %% [markdown]
 # Most of the fall happens in the first few hundred steps (past the unigram baseline early), then the
-# loss creeps down for thousands of steps while the learning rate decays. Unlike the tiny model's,
-# the validation loss follows the training loss down: 3.4 M tokens, each seen three or four times,
+# loss creeps down for thousands of steps while the learning rate decays. At the warm restart the
+# higher learning rate first costs (the next validation loss is higher than the one before it), and
+# the second decay then takes the loss below where the first stage ended. Unlike the tiny model's,
+# the validation loss follows the training loss down: 3.4 M tokens, each seen about five times,
 # leave a 7.7 M-weight model far less room to memorise, and the gap between the two curves stays
 # small (measured below).
 
@@ -532,6 +549,12 @@ gap = curve["val_loss"][-1] - last100
 print(f"share of the whole fall done by step 500: {share:.0%};  validation - train at the end: {gap:.3f} nats"
       f" (the tiny model's: {log['val'][-1] - train_end:.3f})")
 assert share > 0.8 and 0 < gap < 0.5 and at_500 < card["corpus"]["unigram_baseline"]["heldout"]
+for start in starts[1:]:                       # each restart: worse at its first evaluation, better at the end
+    val = {int(k): v for k, v in zip(curve["step"][val_rows], curve["val_loss"][val_rows])}
+    before, after = val[start], min((k for k in val if k > start), default=None)
+    print(f"validation at the restart (step {start}): {before:.4f}; at step {after}: {val[after]:.4f};"
+          f" at the end: {curve['val_loss'][-1]:.4f}")
+    assert val[after] > before > curve["val_loss"][-1]
 
 # %% [markdown]
 # ## 10. Fine-tuning the bundled model on a text of another style
