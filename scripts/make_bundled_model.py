@@ -501,11 +501,13 @@ def _steps_line(tr: dict, extra: str = "") -> str:
 
 
 def _lr(settings: dict | None) -> str:
-    """", lr 0.001 to 0.0001": the peak learning rate and the floor of its cosine (lr / 10 unless set)."""
+    """", lr 0.001 to 0.0001": the peak learning rate and where its schedule ends (the last step's)."""
     if not settings or settings.get("lr") is None:
         return ""
-    floor = settings["lr"] / 10 if settings.get("min_lr") is None else settings["min_lr"]
-    return f", lr {settings['lr']:g} to {floor:g}"
+    from gpt2np.train import TrainSettings
+
+    st = TrainSettings.from_dict(settings)
+    return f", lr {st.lr:g} to {st.lr_at(st.steps):g}"
 
 
 def _fmt(x) -> str:
