@@ -84,6 +84,7 @@ from gpt2np.config import BUNDLED_MODEL, PRESETS  # noqa: E402
 from gpt2np.formats import save_npz  # noqa: E402
 from gpt2np.generation import generate_text  # noqa: E402
 from gpt2np.scoring import perplexity  # noqa: E402
+from gpt2np.train import RunPaths, TrainSettings  # noqa: E402
 
 DEFAULT_RUN = pathlib.Path.home() / ".cache/gpt2np-train/bundled/gpt2np-mini.npz"
 DEFAULT_AFTER = [DEFAULT_RUN.parent / "gpt2np-small.npz"]  # the first stage, before DEFAULT_RUN
@@ -123,8 +124,6 @@ def load_make_corpus():
 # ---- inputs ----------------------------------------------------------------------------------
 
 def run_files(run: pathlib.Path) -> dict:
-    from gpt2np.train import RunPaths
-
     paths = RunPaths.of(run)
     return {"model": paths.out, "checkpoint": paths.checkpoint, "csv": paths.csv, "tokens": paths.tokens}
 
@@ -504,8 +503,6 @@ def _lr(settings: dict | None) -> str:
     """", lr 0.001 to 0.0001": the peak learning rate and where its schedule ends (the last step's)."""
     if not settings or settings.get("lr") is None:
         return ""
-    from gpt2np.train import TrainSettings
-
     st = TrainSettings.from_dict(settings)
     return f", lr {st.lr:g} to {st.lr_at(st.steps):g}"
 
